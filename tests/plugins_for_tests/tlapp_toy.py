@@ -1,0 +1,91 @@
+"""A tiny third-party-style plugin used by the core tests: vectors, an MLP backbone, one task."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from tlcore import Backbone, ClassificationTask, DataBundle, ParameterGroup, Section, hookimpl
+
+
+class ToyNet(nn.Module):
+    def __init__(self, width: int = 16, dim: int = 8):
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Linear(dim, width), nn.BatchNorm1d(width), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Dropout(0.1))
+        self.num_features = width
+
+    def forward(self, x):
+        return self.layer2(self.layer1(x))
+
+
+def toy_groups(net: ToyNet) -> list[ParameterGroup]:
+    return [ParameterGroup("layer1", [net.layer1]), ParameterGroup("layer2", [net.layer2])]
+
+
+def toy_weights(net: ToyNet) -> dict:
+    g = torch.Generator().manual_seed(1234)
+    fresh = ToyNet(net.num_features).state_dict()
+    # Random but valid "pretrained" weights: variances must stay positive.
+    return {k: (torch.rand(v.shape, generator=g) + 0.5 if "running_var" in k else torch.randn(v.shape, generator=g))
+            if v.is_floating_point() else v for k, v in fresh.items()}
+
+
+class ToyData(Section):
+    path: str | None = None
+    n: int = 64
+    dim: int = 8
+
+
+class ToyTask(ClassificationTask):
+    name = "vectors"
+    description = "two Gaussian blobs"
+    DataOptions = ToyData
+    recipe = {
+        "data": {"n": 64},
+        "model": {"backbone": "toy-mlp", "init": "toy", "metrics": ["accuracy", "f1_macro", "auroc"]},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 0.01},
+        "strategy": {"name": "finetune"},
+    }
+
+    def build_data(self, job, context, *, for_training=True):
+        g = torch.Generator().manual_seed(7)
+        n, dim = job.data.n, job.data.dim
+        y = torch.arange(n) % 2
+        x = torch.randn(n, dim, generator=g) + y[:, None].float() * 1.5
+        third = n // 3
+        split = lambda a, b: TensorDataset(x[a:b], y[a:b])  # noqa: E731
+        return DataBundle(train=split(0, n - 2 * third), val=split(n - 2 * third, n - third),
+                          test=split(n - third, n), num_outputs=2, class_names=["a", "b"],
+                          summary={"samples": n})
+
+
+EPOCH_ENDS: list[int] = []
+
+
+@hookimpl
+def register_backbones(register):
+    register(Backbone(name="toy-mlp", build=ToyNet, weights={"toy": toy_weights}, parameter_groups=toy_groups,
+                      description="two-layer MLP"))
+
+
+@hookimpl
+def register_tasks(register):
+    register(ToyTask())
+
+
+@hookimpl
+def register_heads(register):
+    register("toy-head", lambda d, n, scale=1.0: nn.Linear(d, n), "a plain linear head")
+
+
+@hookimpl
+def on_epoch_end(run, epoch, logs):
+    EPOCH_ENDS.append(epoch)
+    # Lets a test interrupt a run for real, the way Ctrl-C would, after a given epoch.
+    limit = os.environ.get("TLAPP_TOY_INTERRUPT_AFTER")
+    if limit is not None and epoch >= int(limit):
+        raise KeyboardInterrupt("simulated interruption")

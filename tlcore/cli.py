@@ -1,0 +1,212 @@
+"""The ``tlapp`` command line (click).
+
+Exit codes: 0 success; 2 bad usage, config or data (one message: what, where,
+how to fix); 1 any other failure. Tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import TlappError
+from .plugins import load_plugins
+
+log = logging.getLogger("tlapp")
+
+
+def _setup_logging() -> None:
+    if not any(getattr(h, "_tlapp_console", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._tlapp_console = True
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="tlapp")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Transfer learning for domain teams: adapt a pretrained model and see whether transfer helped."""
+    ctx.obj = {"debug": debug}
+    _setup_logging()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List plugins: name, version, package, what each provides, status."""
+    loaded = load_plugins()
+    infos = [info.as_dict() for info in loaded.infos.values()]
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    for info in infos:
+        status = info["status"] if info["status"] == "ok" else f"BROKEN: {info['error']}"
+        click.echo(f"{info['name']} {info['version'] or ''} ({info['package'] or info['module']}): {status}")
+        for kind, names in info["provides"].items():
+            click.echo(f"    {kind}: {', '.join(names)}")
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """CLI flags as a nested job-spec dict (only the ones given)."""
+    paths = {"data": "data.path", "init": "model.init", "strategy": "strategy.name", "epochs": "train.epochs",
+             "batch_size": "train.batch_size", "lr": "train.lr", "device": "train.device", "seed": "train.seed",
+             "output": "output"}
+    out: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = paths[flag].split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+@cli.command()
+@click.option("--plugin", help="Plugin whose task to run (e.g. medical).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Job spec YAML file.")
+@click.option("--data", help="Dataset path (default: the plugin's bundled sample data).")
+@click.option("--init", help="imagenet | file:PATH | run:DIR | none")
+@click.option("--strategy", help="Transfer strategy, e.g. finetune, linear-probe, freeze-unfreeze, gradual, scratch.")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True))
+@click.option("--device", help="auto | cpu | cuda | cuda:N | mps")
+@click.option("--seed", type=int)
+@click.option("--output", help="Run directory (default runs/<plugin>-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any job-spec key (repeatable).")
+def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
+    """Train: run a plugin's task on your data (or its sample data) and write a run directory."""
+    from .run import execute, resolve_job
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    loaded = load_plugins()
+    base = None
+    if resume:
+        if not flags.get("output"):
+            raise click.UsageError("--resume needs --output DIR, the run to continue")
+        saved = Path(flags["output"]) / "config.yaml"
+        if saved.exists():
+            from .config import read_yaml
+
+            base = read_yaml(saved)
+    task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=_overrides(**flags),
+                            sets=sets, base=base)
+    result = execute(loaded, task, job, resume=resume, overwrite=overwrite)
+    metrics = result.metrics["metrics"]
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    click.echo(f"done: {result.directory} ({result.metrics['evaluated_on']}: {shown})")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--data", help="Evaluate on this dataset instead of the run's own test split.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
+    """Evaluate a finished run's best weights."""
+    from torch.utils.data import DataLoader
+
+    from .checkpoint import atomic_write_text
+    from .engine import evaluate as evaluate_loader
+    from .run import load_run
+
+    loaded = load_plugins()
+    task, job, model, class_names, context, precision = load_run(
+        loaded, Path(run_dir), {"data": {"path": data}} if data else None)
+    bundle = task.build_data(job, context, for_training=data is None)
+    dataset = bundle.test if bundle.test is not None and len(bundle.test) else bundle.val
+    if list(bundle.class_names) != list(class_names):
+        from .errors import DataError
+
+        raise DataError(f"classes of the data {bundle.class_names} differ from the run's {class_names}",
+                        where=data or run_dir, fix="evaluate on data labelled with the run's classes")
+    loader = DataLoader(dataset, batch_size=job.train.batch_size, collate_fn=bundle.collate_fn)
+    metrics = evaluate_loader(model, task.evaluator(job, bundle, context), loader, precision, context.device)
+    result = {"run": str(run_dir), "data": data or "test split of the run", "samples": len(dataset),
+              "metrics": metrics}
+    text = json.dumps(result, indent=2)
+    atomic_write_text(Path(output) if output else Path(run_dir) / "evaluation.json", text + "\n")
+    click.echo(text)
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--output", type=click.Path(file_okay=False), help="Folder for prediction files "
+              "(default: RUN/predictions).")
+@click.argument("inputs", nargs=-1, required=True)
+def predict(run_dir: str, output: str | None, inputs: tuple[str, ...]) -> None:
+    """Predict with a finished run's best weights; writes prediction files."""
+    from .run import load_run
+
+    loaded = load_plugins()
+    task, job, model, class_names, context, _ = load_run(loaded, Path(run_dir))
+    out_dir = Path(output) if output else Path(run_dir) / "predictions"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = task.predict(model, job, class_names, list(inputs), context, out_dir)
+    click.echo(f"{len(records)} predictions written to {out_dir}")
+
+
+@cli.group()
+def data() -> None:
+    """Inspect datasets."""
+
+
+@data.command("check")
+@click.option("--plugin", required=True)
+@click.option("--data", "data_path", help="Dataset path (default: the plugin's sample data).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
+def data_check(plugin: str, data_path: str | None, config_file: str | None, sets, json_path: str | None) -> None:
+    """Preflight a dataset: files, formats, sizes, classes, splits, unreadable files."""
+    from .checkpoint import atomic_write_text
+    from .run import make_context, resolve_job
+
+    loaded = load_plugins()
+    task, job = resolve_job(loaded, plugin=plugin, config_file=config_file,
+                            overrides=_overrides(data=data_path), sets=sets)
+    report = task.check_data(job, make_context(loaded, job))
+    text = json.dumps(report, indent=2, default=str)
+    if json_path:
+        atomic_write_text(Path(json_path), text + "\n")
+    click.echo(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="tlapp", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TlappError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc.render()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; continue with --resume", err=True)
+        sys.exit(130)
+    except Exception as exc:  # anything else is our bug or the environment's: exit 1
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {type(exc).__name__}: {exc}\n  (run with --debug for the traceback)", err=True)
+        sys.exit(1)

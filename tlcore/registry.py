@@ -1,0 +1,111 @@
+"""What plugins provide, collected by name, with the plugin each came from."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .errors import PluginError, TlappError
+
+
+@dataclass
+class ParameterGroup:
+    """A named slice of a model, ordered from input to output, that strategies train or freeze.
+
+    Holds modules rather than bare parameters so that batch-norm layers in a
+    frozen group can be kept in evaluation mode.
+    """
+
+    name: str
+    modules: list[nn.Module]
+    is_head: bool = False
+
+    def parameters(self) -> list[nn.Parameter]:
+        seen: set[int] = set()
+        params = []
+        for module in self.modules:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+
+WeightLoader = Callable[[nn.Module], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Backbone:
+    """A pretrained network a plugin offers.
+
+    build(**options) -> nn.Module returning pooled features of size
+    ``module.num_features`` (or a feature map where the task says so).
+    weights maps a source name ("imagenet", ...) to loader(module) -> state dict;
+    a loader that cannot get its weights raises ``TlappError`` saying how to.
+    parameter_groups(module) lists the backbone's groups from input to output.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    weights: dict[str, WeightLoader]
+    parameter_groups: Callable[[nn.Module], list[ParameterGroup]]
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    description: str = ""
+    plugin: str = ""
+
+
+@dataclass
+class Entry:
+    """A named factory (head, augmentation, metric, dataset format) and who provided it."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    plugin: str = ""
+
+
+class Catalog(dict):
+    """A name -> entry mapping whose misses say what exists and what was probably meant."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def add(self, name: str, entry: Any, plugin: str) -> None:
+        if name in self:
+            other = getattr(self[name], "plugin", "?")
+            raise PluginError(
+                f"plugin {plugin!r} registers {self.kind} {name!r}, already registered by {other!r}",
+                fix=f"rename the {self.kind} in one of the plugins, or restrict loading with TLAPP_PLUGINS",
+            )
+        self[name] = entry
+
+    def get_or_fail(self, name: str, where: str | None = None) -> Any:
+        if name in self:
+            return self[name]
+        close = difflib.get_close_matches(name, list(self), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TlappError(
+            f"unknown {self.kind} {name!r}",
+            where=where,
+            fix=f"{hint}available: {', '.join(sorted(self)) or '(none)'}",
+        )
+
+
+@dataclass
+class Registry:
+    tasks: Catalog = field(default_factory=lambda: Catalog("task"))
+    dataset_formats: Catalog = field(default_factory=lambda: Catalog("dataset format"))
+    backbones: Catalog = field(default_factory=lambda: Catalog("backbone"))
+    heads: Catalog = field(default_factory=lambda: Catalog("head"))
+    augmentations: Catalog = field(default_factory=lambda: Catalog("augmentation pipeline"))
+    metrics: Catalog = field(default_factory=lambda: Catalog("metric"))
+    strategies: Catalog = field(default_factory=lambda: Catalog("strategy"))
+
+    def tasks_of(self, plugin: str) -> list:
+        return [t for t in self.tasks.values() if t.plugin == plugin]

@@ -1,0 +1,107 @@
+"""What a task is: the contract between the engine and a plugin's domain code."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+from torch.utils.data import Dataset
+
+from .config import JobSpec, ModelSpec, Section
+from .registry import ParameterGroup, Registry
+
+
+@dataclass
+class DataBundle:
+    """The splits a task built, and what the engine and reports need to know about them.
+
+    ``summary`` goes into metrics.json as ``data``: counts, skipped files, class
+    balance; nothing identifying.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    num_outputs: int
+    class_names: list[str] = field(default_factory=list)
+    collate_fn: Callable | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What a task may use while building: the registry, the device, a cache folder, a logger."""
+
+    registry: Registry
+    device: torch.device
+    cache_dir: Path
+    log: logging.Logger
+    run_dir: Path | None = None
+
+
+class Evaluator:
+    """Accumulates predictions over batches and returns named metrics."""
+
+    def update(self, model: nn.Module, batch: Any) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Task:
+    """Base class for a plugin's task. Subclass it and ``register(MyTask())``.
+
+    Class attributes describe the task; methods build what the engine runs.
+    ``recipe`` is the default job spec (sections ``data``, ``model``, ``train``,
+    ``strategy``, ``augment``) and ``sample_data`` the bundled data it runs on
+    when the user gives no ``--data``.
+    """
+
+    name: str = ""
+    description: str = ""
+    plugin: str = ""
+    recipe: dict[str, Any] = {}
+    sample_data: Path | None = None
+    DataOptions: type[BaseModel] = Section
+    ModelOptions: type[ModelSpec] = ModelSpec
+
+    def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
+        """Read and validate the data named by ``job.data``; fail with DataError on bad input."""
+        raise NotImplementedError
+
+    def build_model(self, job: JobSpec, num_outputs: int, context: Context) -> nn.Module:
+        """Build the network with random weights (the engine transfers weights afterwards).
+
+        It must have ``parameter_groups() -> list[ParameterGroup]`` and a ``backbone``
+        attribute, the part the backbone's pretrained weights apply to.
+        """
+        raise NotImplementedError
+
+    def loss_function(self, job: JobSpec) -> Callable[[nn.Module, Any], tuple[torch.Tensor, int]]:
+        """``loss(model, batch) -> (loss, number of samples)`` for this job's training batches."""
+        raise NotImplementedError
+
+    def evaluator(self, job: JobSpec, data: DataBundle, context: Context) -> Evaluator:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, job: JobSpec, class_names: list[str], inputs: Sequence[str],
+                context: Context, out_dir: Path) -> list[dict[str, Any]]:
+        """Predict for user inputs and write prediction files into ``out_dir``."""
+        raise NotImplementedError
+
+    def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
+        """A preflight report of the dataset (counts, formats, problems) without training."""
+        raise NotImplementedError
+
+
+def parameter_groups(model: nn.Module) -> list[ParameterGroup]:
+    groups = getattr(model, "parameter_groups", None)
+    if groups is None:
+        raise TypeError(f"{type(model).__name__} has no parameter_groups(); tasks must build models that do")
+    return groups()

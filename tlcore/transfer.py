@@ -1,0 +1,143 @@
+"""Initialisation as parameter transfer: copy every tensor whose name and shape match, and say so.
+
+``--init`` sources: a backbone's named weights (``imagenet``), ``file:PATH`` (a state
+dict or tlapp checkpoint), ``run:DIR`` (an earlier run's best checkpoint), ``none``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .errors import ConfigError, TlappError
+from .registry import Backbone
+
+
+@dataclass
+class InitReport:
+    source: str
+    loaded: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    not_initialised: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "loaded": self.loaded,
+            "skipped": self.skipped,
+            "not_initialised": len(self.not_initialised),
+            "not_initialised_examples": self.not_initialised[:20],
+        }
+
+    def summary(self) -> str:
+        text = f"init {self.source}: loaded {self.loaded} tensors, skipped {len(self.skipped)}"
+        if self.skipped:
+            text += " (" + "; ".join(f"{s['name']}: {s['reason']}" for s in self.skipped[:3])
+            text += ", ..." if len(self.skipped) > 3 else ""
+            text += ")"
+        return text + f", {len(self.not_initialised)} model tensors keep their fresh initialisation"
+
+
+def copy_matching(target: nn.Module, source: dict[str, torch.Tensor], source_name: str,
+                  prefix: str = "") -> InitReport:
+    """Copy tensors whose name (under ``prefix`` in the target) and shape match; report the rest."""
+    report = InitReport(source=source_name)
+    own = target.state_dict()
+    copied: set[str] = set()
+    with torch.no_grad():
+        for name, tensor in source.items():
+            key = prefix + name
+            if not isinstance(tensor, torch.Tensor):
+                report.skipped.append({"name": name, "reason": "not a tensor"})
+            elif key not in own:
+                report.skipped.append({"name": name, "reason": "no parameter of that name in the model"})
+            elif tuple(own[key].shape) != tuple(tensor.shape):
+                report.skipped.append({
+                    "name": name,
+                    "reason": f"shape {tuple(tensor.shape)} in source, {tuple(own[key].shape)} in model",
+                })
+            else:
+                own[key].copy_(tensor.to(own[key].dtype))
+                copied.add(key)
+    report.loaded = len(copied)
+    report.not_initialised = [k for k in own if k not in copied and not k.endswith("num_batches_tracked")]
+    return report
+
+
+def parse_init(init: str) -> tuple[str, str | None]:
+    """``file:PATH`` -> ("file", PATH); ``run:DIR`` -> ("run", DIR); ``none``; else a weights name."""
+    kind, sep, rest = init.partition(":")
+    if sep and kind in ("file", "run"):
+        if not rest:
+            raise ConfigError(f"--init {init!r} needs a path after the colon", where="model.init")
+        return kind, rest
+    if init == "none":
+        return "none", None
+    return "weights", init
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    for name in ("best.pt", "last.pt"):
+        path = run_dir / "checkpoints" / name
+        if path.exists():
+            return path
+    raise ConfigError(f"no checkpoint in earlier run {run_dir}", where="model.init",
+                      fix="point run: at a tlapp run directory holding checkpoints/best.pt")
+
+
+def initialise(model: nn.Module, backbone_module: nn.Module, backbone: Backbone | None, init: str) -> InitReport:
+    """Fill ``model`` from the ``init`` source, where ``backbone_module`` is the model's backbone part."""
+    kind, value = parse_init(init)
+    if kind == "none":
+        return InitReport(source="none", not_initialised=list(model.state_dict()))
+    if kind == "weights":
+        if backbone is None or value not in backbone.weights:
+            have = ", ".join(sorted(backbone.weights)) if backbone else "(none)"
+            raise ConfigError(f"backbone {getattr(backbone, 'name', '?')!r} has no weights named {value!r}",
+                              where="model.init", fix=f"use one of: {have}, file:PATH, run:DIR or none")
+        state = backbone.weights[value](backbone_module)
+        return _copy_into_backbone(model, backbone_module, state, f"{backbone.name}:{value}")
+    if kind == "run":
+        path = run_checkpoint(Path(value))
+        state = checkpoint.load(path)["model"]
+        return copy_matching(model, state, f"run:{value}")
+    path = Path(value)
+    if not path.exists():
+        raise ConfigError(f"weights file not found: {path}", where="model.init", fix="check the path")
+    loaded = checkpoint.load(path)
+    if checkpoint.is_checkpoint(loaded):
+        return copy_matching(model, loaded["model"], f"file:{value}")
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise TlappError(f"{path} holds no state dict", where="model.init",
+                         fix="save weights with torch.save(model.state_dict(), PATH)")
+    # A whole-model state dict matches at the top; a bare backbone's under the backbone's prefix.
+    backbone_prefix = _prefix_of(model, backbone_module)
+    prefix = max(["", backbone_prefix], key=lambda p: _matches(model, loaded, p))
+    return copy_matching(model, loaded, f"file:{value}", prefix=prefix)
+
+
+def _copy_into_backbone(model: nn.Module, backbone_module: nn.Module, state: dict[str, torch.Tensor],
+                        source: str) -> InitReport:
+    return copy_matching(model, state, source, prefix=_prefix_of(model, backbone_module))
+
+
+def _matches(model: nn.Module, state: dict[str, Any], prefix: str) -> int:
+    own = model.state_dict()
+    return sum(1 for k, t in state.items()
+               if prefix + k in own and tuple(own[prefix + k].shape) == tuple(getattr(t, "shape", (None,))))
+
+
+def _prefix_of(model: nn.Module, sub: nn.Module) -> str:
+    if sub is model:
+        return ""
+    for name, module in model.named_modules():
+        if module is sub:
+            return name + "."
+    raise ValueError("backbone module is not part of the model")
