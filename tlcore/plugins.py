@@ -113,7 +113,7 @@ class Plugins:
         """Call every ``register_*`` hook, one plugin at a time, filling the registry."""
         for hook_name, attr in _REGISTER_HOOKS.items():
             caller = getattr(self.pm.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():  # in registration order: the core first
                 info = self.infos.get(impl.plugin_name)
                 if info is None or info.status != "ok":
                     continue
