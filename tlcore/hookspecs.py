@@ -116,6 +116,11 @@ def on_epoch_end(run, epoch, logs):
 
     ``logs`` holds ``train_loss``, validation metrics and ``samples_per_second``.
     Raising here stops the run (the last checkpoint stays valid for ``--resume``).
+    Example::
+
+        @hookimpl
+        def on_epoch_end(run, epoch, logs):
+            tracker.log(step=epoch, loss=logs["train_loss"], **logs["val"])
     """
 
 

@@ -1,0 +1,11 @@
+"""Hook implementations of the built-in vision plugin."""
+
+from tlcore import hookimpl
+
+from .backbones import vision_backbones
+
+
+@hookimpl
+def register_backbones(register):
+    for backbone in vision_backbones():
+        register(backbone)

@@ -1,0 +1,331 @@
+"""The vision plugin's backbones: real offline lite0 weights, groups, offline failures."""
+
+from __future__ import annotations
+
+import socket
+import time
+import zipfile
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tlcore import Backbone, PluginError, TlappError
+from tlapp_vision import backbones as B
+from tlapp_vision import plugin
+
+skimage_data = pytest.importorskip("skimage.data")
+
+ESPRESSO = 967
+CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small CPU forwards run faster on one thread, much faster when other jobs share the CPUs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def registered() -> dict[str, Backbone]:
+    got: list[Backbone] = []
+    plugin.register_backbones(register=got.append)
+    return {b.name: b for b in got}
+
+
+def as_input(image, mean, std, size: int = 224) -> torch.Tensor:
+    x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def coffee() -> torch.Tensor:
+    return as_input(skimage_data.coffee(), B.HALF, B.HALF)
+
+
+@pytest.fixture(scope="module")
+def chelsea() -> torch.Tensor:
+    return as_input(skimage_data.chelsea(), B.HALF, B.HALF)
+
+
+# --- efficientnet_lite0: the shipped weights --------------------------------------------------
+
+def test_lite0_file_is_the_legacy_pickle_and_maps_onto_timm():
+    path = B.lite0_weights_path()
+    assert path.name == "efficientnet-lite0-57934424.pth"
+    assert not zipfile.is_zipfile(path)  # pre-1.6 format, still loadable with weights_only=True
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert len(raw) == B.LITE0_TENSORS
+    assert list(raw)[0] == "_conv_stem.weight" and list(raw)[-1] == "_fc.bias"
+
+    mapped = B.lite0_state_dict()
+    assert len(mapped) == B.LITE0_TENSORS
+    assert list(mapped)[:2] == ["conv_stem.weight", "bn1.weight"]
+    assert mapped["classifier.weight"].shape == (1000, 1280)
+    assert mapped["classifier.bias"].shape == (1000,)
+    for (_, a), (_, b) in zip(raw.items(), mapped.items()):
+        assert a is b or torch.equal(a, b)
+
+
+def test_lite0_imagenet_classifier_recognises_espresso_and_a_cat(coffee, chelsea):
+    model = B.imagenet_classifier()
+    with torch.no_grad():
+        logits = model(torch.cat([coffee, chelsea]))
+    top = logits.argmax(dim=1).tolist()
+    assert top[0] == ESPRESSO, top
+    assert top[1] in CATS, top
+    assert logits.softmax(1)[0, ESPRESSO] > 0.5
+
+
+def test_lite0_through_the_plugin_has_1280_pretrained_features(coffee):
+    backbone = registered()[B.LITE0]
+    assert backbone.mean == backbone.std == (0.5, 0.5, 0.5)
+    torch.manual_seed(0)
+    module = backbone.build().eval()
+    assert module.num_features == 1280
+    with torch.no_grad():
+        random_features = module(coffee)
+    assert random_features.shape == (1, 1280)
+
+    state = backbone.weights["imagenet"](module)
+    assert list(state) == list(module.state_dict())  # keyed by the module's own names, no classifier
+    module.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        features = module(coffee)
+    assert not torch.allclose(features, random_features, atol=1e-3)
+
+    # The loaded backbone's features under the shipped ImageNet head still say espresso.
+    full = B.lite0_state_dict()
+    logits = features @ full["classifier.weight"].T + full["classifier.bias"]
+    assert logits.argmax().item() == ESPRESSO
+
+
+def test_lite0_mapping_is_checked_by_order_and_shape(monkeypatch):
+    good = torch.load(B.lite0_weights_path(), map_location="cpu", weights_only=True)
+    keys = list(good)
+
+    swapped = dict(good)
+    items = list(swapped.items())
+    items[6], items[12] = items[12], items[6]  # two weights of different shapes in block 0
+    monkeypatch.setattr(B, "_read_lite0_file", lambda path: dict(items))
+    with pytest.raises(TlappError, match=r"tensor #6 is '_blocks.0._project_conv.weight'"):
+        B.load_lite0_imagenet(B.build_lite0())
+
+    kinds = list(good.items())
+    kinds[1], kinds[2] = kinds[2], kinds[1]  # _bn0.weight <-> _bn0.bias: same shape, other kind
+    monkeypatch.setattr(B, "_read_lite0_file", lambda path: dict(kinds))
+    with pytest.raises(TlappError, match=r"tensor #1 is '_bn0.bias' \(32,\) in the file but 'bn1.weight'"):
+        B.lite0_state_dict()
+
+    monkeypatch.setattr(B, "_read_lite0_file", lambda path: {k: good[k] for k in keys[:-2]})
+    with pytest.raises(TlappError, match="holds 294 tensors"):
+        B.lite0_state_dict()
+
+
+def test_weights_that_do_not_fit_the_module_are_refused():
+    module = B.build_timm("resnet18")
+    state = dict(module.state_dict())
+    state["conv1.weight"] = torch.zeros(1)
+    del state["layer1.0.bn1.bias"]
+    with pytest.raises(TlappError, match="1 tensor.*missing.*1 with other shapes"):
+        B.state_for("resnet18", module, state)
+
+
+# --- every backbone: builds offline, features, groups ----------------------------------------
+
+def test_plugin_registers_the_expected_backbones():
+    names = set(registered())
+    assert {B.LITE0, "resnet18", "resnet50", "convnext_tiny", "efficientnet_b0",
+            "mobilenetv3_large_100", "torchvision/resnet18", "torchvision/resnet50"} <= names
+    for backbone in registered().values():
+        assert "imagenet" in backbone.weights
+        assert len(backbone.mean) == len(backbone.std) == 3
+
+
+def test_declared_mean_std_are_those_of_the_downloaded_weights():
+    import timm
+    import torchvision
+
+    cfg = timm.models.get_pretrained_cfg(B.LITE0_ARCH)
+    assert (tuple(cfg.mean), tuple(cfg.std)) == (B.HALF, B.HALF)
+    for name, (arch, mean, std) in B.TIMM_BACKBONES.items():
+        cfg = timm.models.get_pretrained_cfg(arch)
+        assert (tuple(cfg.mean), tuple(cfg.std)) == (mean, std), name
+    for name, (arch, tags, mean, std) in B.TORCHVISION_BACKBONES.items():
+        for tag in tags.values():
+            t = torchvision.models.get_model_weights(arch)[tag].transforms()
+            assert (tuple(t.mean), tuple(t.std)) == (mean, std), name
+
+
+EXPECTED_GROUPS = {
+    B.LITE0: ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head"],
+    "efficientnet_b0": ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head"],
+    "resnet18": ["stem", "layer1", "layer2", "layer3", "layer4"],
+    "torchvision/resnet50": ["stem", "layer1", "layer2", "layer3", "layer4"],
+    "convnext_tiny": ["stem", "stages.0", "stages.1", "stages.2", "stages.3", "final_norm"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(registered()))
+def test_groups_cover_each_parameter_once_from_input_to_output(name):
+    backbone = registered()[name]
+    module = backbone.build().eval()
+    groups = backbone.parameter_groups(module)
+
+    names = [g.name for g in groups]
+    assert len(set(names)) == len(names)
+    if name in EXPECTED_GROUPS:
+        assert names == EXPECTED_GROUPS[name]
+    assert not any(g.is_head for g in groups)
+
+    owner: dict[int, str] = {}
+    for g in groups:
+        assert g.parameters(), g.name
+        for p in g.parameters():
+            assert id(p) not in owner, f"parameter in {owner[id(p)]} and {g.name}"
+            owner[id(p)] = g.name
+    assert set(owner) == {id(p) for p in module.parameters()}
+
+    # Input -> output: the first forward call into each group comes in group order.
+    first: dict[str, int] = {}
+    calls = [0]
+
+    def hook_for(group_name):
+        def hook(mod, args):
+            calls[0] += 1
+            first.setdefault(group_name, calls[0])
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(g.name)) for g in groups for m in g.modules]
+    with torch.no_grad():
+        out = module(torch.randn(1, 3, 64, 64))
+    for h in handles:
+        h.remove()
+    assert list(first) == names
+    assert out.shape == (1, module.num_features)
+
+
+def test_groups_of_a_full_model_put_the_classifier_last():
+    groups = B.parameter_groups(B.imagenet_classifier())
+    assert [g.name for g in groups][-1] == "classifier"
+
+
+def test_partition_check_catches_lost_and_doubled_parameters():
+    module = B.build_timm("resnet18")
+    groups = B.parameter_groups(module)
+    with pytest.raises(PluginError, match="3 ungrouped .*conv1.weight"):
+        B.check_partition(module, groups[1:])  # stem (conv1 + bn1) left out
+    with pytest.raises(PluginError, match="in several groups"):
+        B.check_partition(module, groups + [groups[1]])
+
+
+# --- online-only backbones, offline ----------------------------------------------------------
+
+def _no_network(*args, **kwargs):
+    raise ConnectionError("[Errno -2] Name or service not known (simulated)")
+
+
+def _must_not_run(*args, **kwargs):
+    pytest.fail("tried the network although it was known to be unavailable")
+
+
+@pytest.fixture
+def empty_caches(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(B, "find_cached_timm", lambda arch: None)
+    for flag in B.OFFLINE_FLAGS:
+        monkeypatch.delenv(flag, raising=False)
+
+
+def _assert_helpful(error: TlappError, name: str) -> None:
+    text = str(error)
+    assert repr(name) in text
+    assert "--init file:PATH" in text and "--init none" in text
+    assert "run once with network access" in text
+    assert repr(B.LITE0) in text
+
+
+@pytest.mark.parametrize("name", ["resnet18", "torchvision/resnet18"])
+def test_download_failure_becomes_a_quick_helpful_error(name, monkeypatch, empty_caches):
+    monkeypatch.setattr(B, "probe", lambda url, timeout=B.PROBE_TIMEOUT_S: None)  # server looks reachable
+    monkeypatch.setattr(B, "download_timm", _no_network)
+    monkeypatch.setattr(B, "download_torchvision", _no_network)
+    backbone = registered()[name]
+    module = backbone.build()
+    start = time.monotonic()
+    with pytest.raises(TlappError) as info:
+        backbone.weights["imagenet"](module)
+    assert time.monotonic() - start < 5
+    _assert_helpful(info.value, name)
+    assert "Name or service not known" in str(info.value)
+    assert isinstance(info.value.__cause__, ConnectionError)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "torchvision/resnet50"])
+def test_unreachable_server_fails_before_downloading(name, monkeypatch, empty_caches):
+    monkeypatch.setattr(B, "probe", lambda url, timeout=B.PROBE_TIMEOUT_S: f"cannot reach {url} (simulated)")
+    monkeypatch.setattr(B, "download_timm", _must_not_run)
+    monkeypatch.setattr(B, "download_torchvision", _must_not_run)
+    backbone = registered()[name]
+    with pytest.raises(TlappError, match="offline\\? cannot reach") as info:
+        backbone.weights["imagenet"](backbone.build())
+    _assert_helpful(info.value, name)
+
+
+def test_offline_flag_forbids_any_network_use(monkeypatch, empty_caches):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(B, "probe", _must_not_run)
+    monkeypatch.setattr(B, "download_timm", _must_not_run)
+    backbone = registered()["efficientnet_b0"]
+    with pytest.raises(TlappError, match="downloads are switched off \\(HF_HUB_OFFLINE=1\\)"):
+        backbone.weights["imagenet"](backbone.build())
+
+
+def test_probe_answers_quickly_for_closed_and_open_ports():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert B.probe(f"http://127.0.0.1:{port}/x", timeout=2) is None
+    start = time.monotonic()
+    reason = B.probe(f"http://127.0.0.1:{port}/x", timeout=2)
+    assert reason and "cannot reach 127.0.0.1" in reason
+    assert time.monotonic() - start < 3
+
+
+def test_cached_timm_weights_load_without_network(monkeypatch, tmp_path, empty_caches):
+    import timm
+
+    torch.manual_seed(1)
+    saved = timm.create_model("resnet18", pretrained=False).state_dict()  # with its 1000-class fc
+    path = tmp_path / "model.pth"
+    torch.save(saved, path)
+    monkeypatch.setattr(B, "find_cached_timm", lambda arch: str(path))
+    monkeypatch.setattr(B, "probe", _must_not_run)
+    monkeypatch.setattr(B, "download_timm", _must_not_run)
+    backbone = registered()["resnet18"]
+    module = backbone.build()
+    state = backbone.weights["imagenet"](module)
+    assert list(state) == list(module.state_dict())
+    assert torch.equal(state["layer4.1.conv2.weight"], saved["layer4.1.conv2.weight"])
+
+
+def test_cached_torchvision_weights_load_without_network(monkeypatch, tmp_path, empty_caches):
+    import torchvision
+
+    torch.manual_seed(2)
+    saved = torchvision.models.resnet18(weights=None).state_dict()
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(saved, checkpoints / url.rsplit("/", 1)[-1])
+    monkeypatch.setattr(B, "probe", _must_not_run)
+    monkeypatch.setattr(B, "download_torchvision", _must_not_run)
+    backbone = registered()["torchvision/resnet18"]
+    module = backbone.build()
+    state = backbone.weights["imagenet"](module)
+    assert "fc.weight" not in state and list(state) == list(module.state_dict())
+    assert torch.equal(state["layer1.0.conv1.weight"], saved["layer1.0.conv1.weight"])
