@@ -214,10 +214,15 @@ def _train(run: Run, resume: bool) -> None:
     }
 
     loader_gen = torch.Generator()
-    train_loader = DataLoader(data.train, batch_size=job.train.batch_size, collate_fn=data.collate_fn,
-                              sampler=RandomSampler(data.train, generator=loader_gen),
-                              num_workers=job.train.num_workers, generator=loader_gen,
-                              persistent_workers=False)
+    if data.batch_sampler is not None:
+        train_loader = DataLoader(data.train, batch_sampler=data.batch_sampler(data.train, job.train.batch_size,
+                                                                                loader_gen),
+                                  collate_fn=data.collate_fn, num_workers=job.train.num_workers,
+                                  generator=loader_gen)
+    else:
+        train_loader = DataLoader(data.train, batch_size=job.train.batch_size, collate_fn=data.collate_fn,
+                                  sampler=RandomSampler(data.train, generator=loader_gen),
+                                  num_workers=job.train.num_workers, generator=loader_gen)
     val_loader = DataLoader(data.val, batch_size=job.train.batch_size, shuffle=False,
                             collate_fn=data.collate_fn, num_workers=job.train.num_workers)
     phases = strategy.phases(groups, job.train.epochs)

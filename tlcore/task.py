@@ -31,6 +31,9 @@ class DataBundle:
     class_names: list[str] = field(default_factory=list)
     collate_fn: Callable | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    # batch_sampler(dataset, batch_size, generator) -> a sampler of index lists, for tasks that batch by
+    # length or aspect ratio; it must draw its randomness from ``generator`` so runs stay resumable.
+    batch_sampler: Callable[[Dataset, int, torch.Generator], Any] | None = None
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""tlapp driving plugin: object detection with Faster R-CNN."""

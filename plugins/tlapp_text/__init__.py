@@ -1,0 +1,1 @@
+"""tlapp text plugin: fine-tune a pretrained transformer to classify documents."""
