@@ -33,6 +33,8 @@ class ClassifierSpec(ModelSpec):
 class ClassificationModel(nn.Module):
     """backbone (inputs -> features) then head (features -> logits), with parameter groups for strategies."""
 
+    supports_feature_cache = True
+
     def __init__(self, backbone: nn.Module, head: nn.Module,
                  backbone_groups: Callable[[nn.Module], list[ParameterGroup]]):
         super().__init__()

@@ -59,6 +59,7 @@ class TrainSpec(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     num_workers: int = Field(0, ge=0)
+    feature_cache: bool = Field(True, description="head-only phases without augmentation train on cached features")
 
 
 class StrategySpec(BaseModel):

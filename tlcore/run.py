@@ -26,6 +26,7 @@ from . import checkpoint, config as cfg
 from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
 from .errors import ConfigError, TlappError
+from .features import HeadOnly, cache_decision, extract_features
 from .plugins import Plugins
 from .schedule import make_optimizer, make_scheduler
 from .seeding import seed_everything
@@ -240,7 +241,7 @@ def _train(run: Run, resume: bool) -> None:
 
     context.run_dir = run.directory
     run.plugins.hook.on_run_start(run=run)
-    optimizer = scheduler = None
+    optimizer = scheduler = features = None
     current_phase = -1
     for epoch in range(state["epoch"], job.train.epochs):
         index, phase = phase_at(phases, epoch)
@@ -263,16 +264,31 @@ def _train(run: Run, resume: bool) -> None:
             checkpoint.restore_rng(resumed["rng"])
             resumed = None
 
+        use_cache, why = cache_decision(model, groups, phase, job.augment, job.train.feature_cache)
+        if use_cache and features is None:
+            log.info("training the head on cached backbone features (%s)", why)
+            features = {split: extract_features(model, dataset, job.train.batch_size, data.collate_fn,
+                                                job.train.num_workers, run.precision, context.device)
+                        for split, dataset in (("train", data.train), ("val", data.val))}
         loader_gen.manual_seed(job.train.seed * 100_003 + epoch)
         if hasattr(data.train, "set_epoch"):
             data.train.set_epoch(epoch)
         set_train_mode(model, groups, phase)
-        stats = train_one_epoch(model, task.loss_function(job), train_loader, optimizer, scheduler, scaler, run.precision,
-                                context.device, grad_accum=job.train.grad_accum,
+        if use_cache:
+            stepped = HeadOnly(model)
+            epoch_train = DataLoader(features["train"], batch_size=job.train.batch_size,
+                                     sampler=RandomSampler(features["train"], generator=loader_gen),
+                                     generator=loader_gen)
+            epoch_val = DataLoader(features["val"], batch_size=job.train.batch_size)
+        else:
+            stepped, epoch_train, epoch_val = model, train_loader, val_loader
+        stats = train_one_epoch(stepped, task.loss_function(job), epoch_train, optimizer, scheduler, scaler,
+                                run.precision, context.device, grad_accum=job.train.grad_accum,
                                 clip_grad_norm=job.train.clip_grad_norm, channels_last=job.train.channels_last,
                                 description=f"epoch {epoch + 1}/{job.train.epochs}")
+        stats["feature_cache"] = use_cache
         state["step"] += stats["optimizer_steps"]
-        val = evaluate(model, task.evaluator(job, data, context), val_loader, run.precision, context.device,
+        val = evaluate(stepped, task.evaluator(job, data, context), epoch_val, run.precision, context.device,
                        job.train.channels_last)
         monitored = val.get(job.train.monitor)
         if job.train.monitor not in val:

@@ -210,16 +210,17 @@ def apply_phase(model: nn.Module, groups: list[ParameterGroup], phase: Phase) ->
 
 
 def set_train_mode(model: nn.Module, groups: list[ParameterGroup], phase: Phase) -> None:
-    """model.train(), then frozen groups' normalisation layers back to eval so their statistics stay."""
+    """model.train(), then frozen groups back to eval: fixed batch-norm statistics and no dropout,
+    so a frozen part is a deterministic feature extractor. ``train_bn`` lets its statistics update."""
     model.train()
-    if phase.train_bn:
-        return
     for g in groups:
         if phase.mult(g.name) is None:
             for module in g.modules:
-                for m in module.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
+                module.eval()
+                if phase.train_bn:
+                    for m in module.modules():
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                            m.train()
 
 
 def optimizer_groups(groups: list[ParameterGroup], phase: Phase, base_lr: float) -> list[dict[str, Any]]:

@@ -6,9 +6,27 @@ import os
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from tlcore import Backbone, ClassificationTask, DataBundle, ParameterGroup, Section, hookimpl
+from tlcore import Backbone, ClassificationTask, DataBundle, ParameterGroup, Section, hookimpl, sample_seed
+
+
+class Noisy(Dataset):
+    """Adds Gaussian noise drawn from (seed, epoch, index): a random augmentation."""
+
+    def __init__(self, base, scale, seed):
+        self.base, self.scale, self.seed, self.epoch = base, scale, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
+        return x + self.scale * torch.randn(x.shape, generator=g), y
 
 
 class ToyNet(nn.Module):
@@ -58,7 +76,10 @@ class ToyTask(ClassificationTask):
         x = torch.randn(n, dim, generator=g) + y[:, None].float() * 1.5
         third = n // 3
         split = lambda a, b: TensorDataset(x[a:b], y[a:b])  # noqa: E731
-        return DataBundle(train=split(0, n - 2 * third), val=split(n - 2 * third, n - third),
+        train = split(0, n - 2 * third)
+        if job.augment:
+            train = Noisy(train, **context.registry.augmentations[job.augment].factory(0), seed=job.train.seed)
+        return DataBundle(train=train, val=split(n - 2 * third, n - third),
                           test=split(n - third, n), num_outputs=2, class_names=["a", "b"],
                           summary={"samples": n})
 
@@ -80,6 +101,11 @@ def register_tasks(register):
 @hookimpl
 def register_heads(register):
     register("toy-head", lambda d, n, scale=1.0: nn.Linear(d, n), "a plain linear head")
+
+
+@hookimpl
+def register_augmentations(register):
+    register("toy-noise", lambda image_size, scale=0.3: {"scale": scale}, "Gaussian noise on the vectors")
 
 
 @hookimpl

@@ -1,0 +1,63 @@
+"""Feature caching for phases that train only the head.
+
+When every non-head group is frozen and no random augmentation is active, the
+backbone maps each sample to the same features every epoch; computing them once
+makes later epochs cost only the head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .device import Precision
+from .engine import to_device
+from .registry import ParameterGroup
+from .strategies import Phase
+
+
+class HeadOnly(nn.Module):
+    """The model's head applied to cached backbone features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.head(features)
+
+
+def cache_decision(model: nn.Module, groups: list[ParameterGroup], phase: Phase, augment: str | None,
+                   enabled: bool) -> tuple[bool, str]:
+    """Whether the phase may train on cached features, and why (recorded in metrics.json)."""
+    if not enabled:
+        return False, "disabled by train.feature_cache"
+    if not getattr(model, "supports_feature_cache", False):
+        return False, "the model is not backbone-then-head"
+    if any(phase.mult(g.name) is not None for g in groups if not g.is_head):
+        return False, "the phase trains backbone groups"
+    if phase.train_bn:
+        return False, "strategy.train_bn lets frozen statistics change"
+    if augment:
+        return False, f"augmentation {augment!r} changes inputs every epoch"
+    return True, "backbone frozen and inputs fixed"
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, dataset, batch_size: int, collate_fn, num_workers: int,
+                     precision: Precision, device: torch.device) -> TensorDataset:
+    was_training = model.backbone.training
+    model.backbone.eval()
+    features, targets = [], []
+    # Its own generator: extracting must not move the global RNG, or a resumed run (which extracts
+    # at a later epoch) would draw different dropout masks than an uninterrupted one.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
+                        num_workers=num_workers, generator=torch.Generator())
+    for inputs, target in loader:
+        with precision.autocast(device):
+            out = model.backbone(to_device(inputs, device))
+        features.append(out.float().cpu())
+        targets.append(torch.as_tensor(target))
+    model.backbone.train(was_training)
+    return TensorDataset(torch.cat(features), torch.cat(targets))
