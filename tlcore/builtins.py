@@ -8,6 +8,7 @@ from torch import nn
 from torchmetrics import classification as tmc
 
 from .hookspecs import hookimpl
+from .auto import Auto
 from .strategies import BUILTIN_STRATEGIES
 
 
@@ -85,5 +86,5 @@ def register_metrics(register):
 
 @hookimpl
 def register_strategies(register):
-    for strategy in BUILTIN_STRATEGIES:
+    for strategy in [*BUILTIN_STRATEGIES, Auto]:
         register(strategy)

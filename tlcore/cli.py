@@ -74,21 +74,33 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return out
 
 
+def job_options(command):
+    """The options every training command shares: which job, and overrides of its spec."""
+    options = [
+        click.option("--plugin", help="Plugin whose task to run (e.g. medical)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Job spec YAML file."),
+        click.option("--data", help="Dataset path (default: the plugin's bundled sample data)."),
+        click.option("--init", help="imagenet | file:PATH | run:DIR | none"),
+        click.option("--epochs", type=click.IntRange(min=1)),
+        click.option("--batch-size", type=click.IntRange(min=1)),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True)),
+        click.option("--device", help="auto | cpu | cuda | cuda:N | mps"),
+        click.option("--seed", type=int),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any job-spec key (repeatable)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.option("--plugin", help="Plugin whose task to run (e.g. medical).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Job spec YAML file.")
-@click.option("--data", help="Dataset path (default: the plugin's bundled sample data).")
-@click.option("--init", help="imagenet | file:PATH | run:DIR | none")
-@click.option("--strategy", help="Transfer strategy, e.g. finetune, linear-probe, freeze-unfreeze, gradual, scratch.")
-@click.option("--epochs", type=click.IntRange(min=1))
-@click.option("--batch-size", type=click.IntRange(min=1))
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True))
-@click.option("--device", help="auto | cpu | cuda | cuda:N | mps")
-@click.option("--seed", type=int)
+@job_options
+@click.option("--strategy", help="Transfer strategy, e.g. finetune, linear-probe, freeze-unfreeze, gradual, scratch, "
+              "auto.")
 @click.option("--output", help="Run directory (default runs/<plugin>-<time>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any job-spec key (repeatable).")
 def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
     """Train: run a plugin's task on your data (or its sample data) and write a run directory."""
     from .run import execute, resolve_job
@@ -111,6 +123,76 @@ def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
     metrics = result.metrics["metrics"]
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     click.echo(f"done: {result.directory} ({result.metrics['evaluated_on']}: {shown})")
+
+
+@cli.command("lr-find")
+@job_options
+@click.option("--strategy", help="Strategy whose first phase is swept (default: the job's).")
+@click.option("--output", help="Folder for lr_find.json and lr_find.png (default runs/lr-find-<plugin>-<time>).")
+@click.option("--steps", type=click.IntRange(min=10), default=100, show_default=True)
+@click.option("--start-lr", type=float, default=1e-7, show_default=True)
+@click.option("--end-lr", type=float, default=1.0, show_default=True)
+def lr_find(plugin, config_file, sets, steps, start_lr, end_lr, **flags) -> None:
+    """LR range test: sweep the rate, plot loss against it, suggest one; the weights are restored after."""
+    from datetime import datetime
+
+    from . import lr_find as finder
+    from .checkpoint import atomic_write_text
+    from .run import Run, make_context, prepare, resolve_job, train_loader
+    from .device import resolve_precision
+    from .strategies import phase_at
+
+    if not 0 < start_lr < end_lr:
+        raise click.BadParameter("need 0 < --start-lr < --end-lr")
+    loaded = load_plugins()
+    output = flags.pop("output")
+    task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=_overrides(**flags), sets=sets)
+    out = Path(output) if output else Path("runs") / f"lr-find-{job.plugin}-{datetime.now():%Y%m%d-%H%M%S}"
+    if (out / "lr_find.json").exists():
+        raise TlappError(f"{out} already holds an LR range test", fix="choose another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    context = make_context(loaded, job)
+    run = Run(job=job, task=task, directory=out, context=context, plugins=loaded,
+              precision=resolve_precision(job.train.precision, context.device))
+    prepared = prepare(run)
+    phase = phase_at(prepared.strategy.phases(prepared.groups, job.train.epochs), 0)[1]
+    result = finder.range_test(prepared.model, task.loss_function(job),
+                               train_loader(prepared.data, job, torch_generator(job.train.seed)), prepared.groups,
+                               phase, job.train, run.precision, context.device, start_lr=start_lr, end_lr=end_lr,
+                               steps=steps)
+    atomic_write_text(out / "lr_find.json", json.dumps({"strategy": prepared.strategy.name, **result.as_dict()},
+                                                       indent=2) + "\n")
+    finder.plot(result, out / "lr_find.png")
+    shown = f"{result.suggestion:.3g}" if result.suggestion else "none (loss did not fall; widen the range)"
+    click.echo(f"suggested lr: {shown} ({result.stopped}); plot: {out / 'lr_find.png'}")
+
+
+def torch_generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+@cli.command()
+@job_options
+@click.option("--strategies", required=True, help="Comma-separated, e.g. scratch,linear-probe,finetune,auto")
+@click.option("--folds", type=click.IntRange(min=2), help="k-fold by the task's groups (e.g. patients).")
+@click.option("--output", help="Comparison folder (default runs/compare-<plugin>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing comparison folder.")
+def compare(plugin, config_file, sets, strategies, folds, output, overwrite, **flags) -> None:
+    """Run several strategies on the same data and seed; write a table and a plot."""
+    from datetime import datetime
+
+    from .compare import plan, run_comparison
+
+    loaded = load_plugins()
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    out = Path(output) if output else Path("runs") / f"compare-{plugin or 'job'}-{datetime.now():%Y%m%d-%H%M%S}"
+    jobs = plan(loaded, plugin=plugin, strategies=names, folds=folds, config_file=config_file,
+                overrides=_overrides(**flags), sets=sets, output=out)
+    run_comparison(loaded, jobs, out, overwrite)
+    click.echo((out / "comparison.md").read_text())
+    click.echo(f"written: {out / 'comparison.json'}, {out / 'comparison.png'}")
 
 
 @cli.command()

@@ -184,14 +184,22 @@ def execute(plugins: Plugins, task: Task, job: cfg.JobSpec, *, resume: bool = Fa
     return run
 
 
-def _train(run: Run, resume: bool) -> None:
+@dataclass
+class Prepared:
+    """Data, model with transferred weights, its parameter groups, and the strategy to train it with."""
+
+    data: DataBundle
+    model: nn.Module
+    groups: list
+    init_report: Any
+    strategy: Strategy
+
+
+def prepare(run: Run) -> Prepared:
+    """Seed, build data and model, transfer weights: everything before the first step."""
     job, task, context = run.job, run.task, run.context
-    started = time.perf_counter()
     seed_everything(job.train.seed, deterministic=context.device.type == "cpu")
     strategy = strategy_class(run.plugins, job)
-    log.info("run %s: plugin %s, task %s, strategy %s, device %s, precision %s", run.directory, job.plugin,
-             task.name, strategy.name, context.device, run.precision.name)
-
     data = task.build_data(job, context)
     run.data = data
     model = task.build_model(job, data.num_outputs, context).to(context.device)
@@ -200,38 +208,54 @@ def _train(run: Run, resume: bool) -> None:
     run.model = model
     groups = parameter_groups(model)
     check_groups(model, groups)
-
     init = strategy.forces_init or job.model.init
-    backbone = context.registry.backbones.get(job.model.backbone)
-    init_report = initialise(model, model.backbone, backbone, init)
+    init_report = initialise(model, model.backbone, context.registry.backbones.get(job.model.backbone), init)
     log.info(init_report.summary())
+    return Prepared(data, model, groups, init_report, strategy)
+
+
+def train_loader(data: DataBundle, job: cfg.JobSpec, generator: torch.Generator) -> DataLoader:
+    """The shuffled training loader; all its randomness comes from ``generator``, reseeded every epoch."""
+    if data.batch_sampler is not None:
+        return DataLoader(data.train, batch_sampler=data.batch_sampler(data.train, job.train.batch_size, generator),
+                          collate_fn=data.collate_fn, num_workers=job.train.num_workers, generator=generator)
+    return DataLoader(data.train, batch_size=job.train.batch_size, collate_fn=data.collate_fn,
+                      sampler=RandomSampler(data.train, generator=generator),
+                      num_workers=job.train.num_workers, generator=generator)
+
+
+def _train(run: Run, resume: bool) -> None:
+    job, task, context = run.job, run.task, run.context
+    started = time.perf_counter()
+    log.info("run %s: plugin %s, task %s, strategy %s, device %s, precision %s", run.directory, job.plugin,
+             task.name, job.strategy.name, context.device, run.precision.name)
+    prepared = prepare(run)
+    data, model, groups, strategy = prepared.data, prepared.model, prepared.groups, prepared.strategy
+    resumed = checkpoint.load(run.checkpoints / "last.pt") if resume else None
+    choice = None
+    if hasattr(strategy, "choose"):
+        recorded = resumed["metrics"].get("strategy_choice") if resumed is not None else None
+        strategy, choice = strategy.choose(run, prepared, recorded)
 
     run.metrics = {
         "plugin": job.plugin, "task": task.name, "status": "running",
         "strategy": strategy.name, "strategy_options": strategy.options.model_dump(),
-        "init": init_report.as_dict(), "device": str(context.device), "precision": run.precision.name,
+        "init": prepared.init_report.as_dict(), "device": str(context.device), "precision": run.precision.name,
         "seed": job.train.seed, "epochs": 0, "monitor": job.train.monitor,
         "data": data.summary, "class_names": data.class_names, "phases": [], "history": [],
     }
+    if choice is not None:
+        run.metrics["strategy_choice"] = choice
 
     loader_gen = torch.Generator()
-    if data.batch_sampler is not None:
-        train_loader = DataLoader(data.train, batch_sampler=data.batch_sampler(data.train, job.train.batch_size,
-                                                                                loader_gen),
-                                  collate_fn=data.collate_fn, num_workers=job.train.num_workers,
-                                  generator=loader_gen)
-    else:
-        train_loader = DataLoader(data.train, batch_size=job.train.batch_size, collate_fn=data.collate_fn,
-                                  sampler=RandomSampler(data.train, generator=loader_gen),
-                                  num_workers=job.train.num_workers, generator=loader_gen)
+    train_batches = train_loader(data, job, loader_gen)
     val_loader = DataLoader(data.val, batch_size=job.train.batch_size, shuffle=False,
                             collate_fn=data.collate_fn, num_workers=job.train.num_workers)
     phases = strategy.phases(groups, job.train.epochs)
-    steps_per_epoch = math.ceil(len(train_loader) / job.train.grad_accum)
+    steps_per_epoch = math.ceil(len(train_batches) / job.train.grad_accum)
     scaler = torch.amp.GradScaler(context.device.type) if run.precision.needs_scaler else None
 
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "stale": 0, "phase": -1}
-    resumed = checkpoint.load(run.checkpoints / "last.pt") if resume else None
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         state.update(resumed["loop"])
@@ -281,7 +305,7 @@ def _train(run: Run, resume: bool) -> None:
                                      generator=loader_gen)
             epoch_val = DataLoader(features["val"], batch_size=job.train.batch_size)
         else:
-            stepped, epoch_train, epoch_val = model, train_loader, val_loader
+            stepped, epoch_train, epoch_val = model, train_batches, val_loader
         stats = train_one_epoch(stepped, task.loss_function(job), epoch_train, optimizer, scheduler, scaler,
                                 run.precision, context.device, grad_accum=job.train.grad_accum,
                                 clip_grad_norm=job.train.clip_grad_norm, channels_last=job.train.channels_last,

@@ -98,6 +98,14 @@ class Task:
         """Predict for user inputs and write prediction files into ``out_dir``."""
         raise NotImplementedError
 
+    def fold_overrides(self, folds: int, fold: int) -> dict[str, Any]:
+        """Job-spec overrides that make ``fold`` of ``folds`` the validation split, folding by the task's
+        groups (e.g. patients). Tasks without folds keep this default."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"task {self.name!r} does not support k-fold comparison", where="--folds",
+                          fix="compare without --folds (one run per strategy on the fixed splits)")
+
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
         """A preflight report of the dataset (counts, formats, problems) without training."""
         raise NotImplementedError

@@ -38,7 +38,8 @@ def test_entry_point_discovery_lists_distribution_metadata(toy_plugin, tlapp):
     by_name = {p["name"]: p for p in json.loads(out)}
     toy = by_name["toy"]
     assert toy["status"] == "ok" and toy["package"] == "tlapp-toy" and toy["version"] == "0.0.1"
-    assert toy["provides"] == {"tasks": ["vectors"], "backbones": ["toy-mlp"], "heads": ["toy-head"]}
+    assert toy["provides"] == {"tasks": ["vectors"], "backbones": ["toy-mlp"], "heads": ["toy-head"],
+                              "augmentations": ["toy-noise"]}
     assert by_name["tlcore"]["status"] == "ok"
     assert "finetune" in by_name["tlcore"]["provides"]["strategies"]
 
