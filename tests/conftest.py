@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
-TEST_PLUGINS = HERE / "plugins_for_tests"
-
-
-def install_distribution(site: Path, dist_name: str, modules: dict[str, str | Path], entry_points: dict[str, str],
-                         version: str = "0.0.1") -> None:
-    """Write modules plus a ``.dist-info`` with ``entry_points.txt`` into ``site``: an installed
-    distribution as importlib.metadata sees it, the way pip leaves one."""
-    site.mkdir(parents=True, exist_ok=True)
-    for module, source in modules.items():
-        target = site / f"{module}.py"
-        if isinstance(source, Path):
-            shutil.copy(source, target)
-        else:
-            target.write_text(source)
-    info = site / f"{dist_name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[tlapp.plugins]\n{lines}\n")
+from helpers import TEST_PLUGINS, install_distribution
 
 
 @pytest.fixture
@@ -69,7 +48,3 @@ def tlapp(capsys, monkeypatch, tmp_path):
         return code, out, err
 
     return invoke
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ class _RunLog:
 
 def make_context(plugins: Plugins, job: cfg.JobSpec, run_dir: Path | None = None) -> Context:
     device = resolve_device(job.train.device)
-    cache_dir = Path(".cache") / "tlapp"
+    cache_dir = Path(os.environ.get("TLAPP_CACHE_DIR", Path(".cache") / "tlapp"))
     return Context(registry=plugins.registry, device=device, cache_dir=cache_dir, log=log, run_dir=run_dir)
 
 

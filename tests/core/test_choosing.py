@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import read_metrics
+from helpers import read_metrics
 from tlcore.lr_find import suggest
 
 

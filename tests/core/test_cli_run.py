@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from conftest import read_metrics
+from helpers import read_metrics
 
 
 def test_run_writes_run_directory(toy_plugin, tlapp):

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from conftest import read_metrics
+from helpers import read_metrics
 
 
 def count_backbone_calls(monkeypatch):

@@ -6,7 +6,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from conftest import TEST_PLUGINS, install_distribution
+from helpers import TEST_PLUGINS, install_distribution
 from tlcore import hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]

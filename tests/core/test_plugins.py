@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import TEST_PLUGINS, install_distribution
+from helpers import TEST_PLUGINS, install_distribution
 from tlcore.plugins import load_plugins
 
 BROKEN_IMPORT = "import nonexistent_module_for_tlapp_tests\n"

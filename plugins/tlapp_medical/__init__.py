@@ -1,0 +1,1 @@
+"""tlapp's medical imaging plugin: DICOM classification with standard-conformant pixel handling."""

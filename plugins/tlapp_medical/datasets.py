@@ -1,0 +1,67 @@
+"""Torch datasets over decoded DICOM frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tlcore import sample_seed
+
+
+@dataclass(frozen=True)
+class FrameItem:
+    """One training sample: a frame of a decoded file and its target."""
+
+    path: Path
+    frame: int
+    target: tuple[float, ...] | int
+
+
+class DicomFrames(Dataset):
+    """Frames from the decoded-pixel cache, augmented and normalised for the backbone.
+
+    Augmentation draws depend only on (seed, epoch, index), so a resumed run and
+    any number of DataLoader workers see the same images.
+    """
+
+    def __init__(self, items: list[FrameItem], load: Callable[[Path], list[np.ndarray]],
+                 mean: tuple[float, ...], std: tuple[float, ...], transform=None, seed: int = 0):
+        self.items = items
+        self.load = load
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def image(self, index: int) -> torch.Tensor:
+        item = self.items[index]
+        array = np.array(self.load(item.path)[item.frame], dtype=np.float32)  # a copy: the cache is read-only
+        if self.transform is not None:
+            self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
+            hwc = np.ascontiguousarray(array.transpose(1, 2, 0))
+            array = np.clip(self.transform(image=hwc)["image"], 0.0, 1.0).transpose(2, 0, 1)
+        return (torch.from_numpy(np.ascontiguousarray(array)) - self.mean) / self.std
+
+    def __getitem__(self, index: int):
+        target = self.items[index].target
+        target = torch.tensor(target, dtype=torch.float32) if isinstance(target, tuple) else int(target)
+        return self.image(index), target
+
+
+class DicomInputs(DicomFrames):
+    """Unlabelled frames for prediction: yields images only."""
+
+    def __getitem__(self, index: int):
+        return self.image(index)

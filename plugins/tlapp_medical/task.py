@@ -1,0 +1,281 @@
+"""DICOM classification: the medical plugin's task."""
+
+from __future__ import annotations
+
+import csv
+import json
+import secrets
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import Field, model_validator
+from torch.utils.data import DataLoader
+
+from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
+                    atomic_write_text, predict_probabilities)
+
+from . import index
+from .cache import DecodedCache
+from .datasets import DicomFrames, DicomInputs, FrameItem
+from .pixels import PixelSettings, inspect, read_dicom
+
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "medical"
+
+
+class DicomData(Section):
+    path: str | None = Field(None, description="folder of DICOM files, or a CSV manifest; null: sample data")
+    format: str = Field("auto", description="dataset format name (see `tlapp plugins`); auto: dicom-manifest "
+                                            "when a manifest is given, else dicom-folders")
+    manifest: str | None = Field(None, description="CSV manifest (path,label[,patient_id][,split]) in or beside path")
+    label_delimiter: str = Field(";", min_length=1, description="separates labels of one file (multi-label)")
+    window: str = Field("file", description="file | minmax | a preset (lung, mediastinum, bone, brain, "
+                                            "soft_tissue, ...) | 'center,width'")
+    frames: str | int = Field("middle", description="multi-frame files: middle | each | a frame index")
+    image_size: int = Field(128, ge=16, le=2048)
+    channels: Literal[1, 3] = 3
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    folds: int | None = Field(None, ge=2, description="k-fold by patient: number of folds")
+    fold: int = Field(0, ge=0, description="which fold is the validation split")
+    on_error: Literal["fail", "skip"] = Field("fail", description="bad files: stop before training, or skip them")
+    patient_salt: str | None = Field(None, description="salt for patient keys in outputs; null: random per run")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DicomData":
+        self.pixel_settings()  # a bad window or frame policy fails before any data is read
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} does not exist with folds={self.folds}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must leave some data for training")
+        return self
+
+    def pixel_settings(self) -> PixelSettings:
+        try:
+            return PixelSettings(window=self.window, frames=self.frames, size=self.image_size,
+                                 channels=self.channels)
+        except ConfigError as exc:
+            raise ValueError(exc.what) from None
+
+
+class CachedDecoder:
+    """Decodes a file once per (content, settings); later reads come memory-mapped from the cache."""
+
+    def __init__(self, cache: DecodedCache, settings: PixelSettings):
+        self.cache, self.settings = cache, settings
+        self.keys: dict[Path, str] = {}
+
+    def __call__(self, path: Path):
+        key = self.keys.get(path)
+        if key is None:
+            key = self.keys[path] = DecodedCache.content_key(path)
+        return self.cache.get_or_decode(path, self.settings, read_dicom, content_key=key)
+
+
+class DicomClassification(ClassificationTask):
+    name = "dicom-classification"
+    description = "classify DICOM images (folders per class or a CSV manifest), split by patient"
+    DataOptions = DicomData
+    sample_data = SAMPLE_DATA
+    recipe = {
+        "data": {"image_size": 128, "window": "file", "frames": "middle"},
+        "model": {"backbone": "efficientnet_lite0", "head": "linear", "init": "imagenet"},
+        "train": {"epochs": 8, "batch_size": 16, "lr": 0.002, "monitor": "loss", "monitor_mode": "min",
+                  "schedule": {"name": "cosine", "warmup_fraction": 0.1}},
+        "strategy": {"name": "finetune"},
+        "augment": "medical-light",
+    }
+
+    # ------------------------------------------------------------ data
+
+    def _root(self, job: JobSpec) -> Path:
+        root = Path(job.data.path) if job.data.path else self.sample_data
+        if not root.exists():
+            hint = "pass --data FOLDER" if job.data.path else "run `python scripts/make_medical_sample.py`"
+            raise DataError(f"dataset not found: {root}", where="data.path", fix=hint)
+        return root
+
+    def _samples(self, job: JobSpec, context: Context) -> list[index.Sample]:
+        root = self._root(job)
+        manifest = job.data.manifest
+        if root.is_file():
+            manifest, root = str(root), root.parent
+        fmt = job.data.format
+        if fmt == "auto":
+            fmt = "dicom-manifest" if manifest else "dicom-folders"
+        reader = context.registry.dataset_formats.get_or_fail(fmt, where="data.format").factory
+        if fmt == "dicom-manifest":
+            if not manifest:
+                raise DataError("data.format is dicom-manifest but no manifest was given",
+                                fix="set data.manifest=labels.csv or pass the CSV as --data")
+            path = Path(manifest) if Path(manifest).is_absolute() else root / manifest
+            return reader(path, delimiter=job.data.label_delimiter)
+        return reader(root)
+
+    def _decoder(self, job: JobSpec, context: Context) -> CachedDecoder:
+        return CachedDecoder(DecodedCache(context.cache_dir / "dicom"), job.data.pixel_settings())
+
+    def _decode_all(self, samples, decoder: CachedDecoder, job: JobSpec, context: Context):
+        """Decode every file once before training; bad files stop the run or are skipped (on_error)."""
+        frames: dict[Path, int] = {}
+        bad: list[dict[str, str]] = []
+        for s in samples:
+            try:
+                frames[s.path] = len(decoder(s.path))
+            except DataError as exc:
+                bad.append({"file": str(s.path), "reason": exc.what})
+        if bad and job.data.on_error == "fail":
+            listing = "\n".join(f"    {b['file']}: {b['reason']}" for b in bad[:50])
+            more = f"\n    ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+            raise DataError(f"{len(bad)} of {len(samples)} files cannot be used:\n{listing}{more}",
+                            where=str(self._root(job)),
+                            fix="fix or remove these files, or skip them with --set data.on_error=skip")
+        if bad and context.run_dir is not None and job.data.on_error == "skip":
+            atomic_write_text(context.run_dir / "skipped_files.json", json.dumps(bad, indent=2) + "\n")
+        if bad:
+            context.log.warning("skipping %d unusable files (listed in skipped_files.json)", len(bad))
+        return [s for s in samples if s.path in frames], frames, bad
+
+    def _classes(self, samples, job: JobSpec) -> list[str]:
+        names = sorted({label for s in samples for label in s.labels})
+        if not job.model.multilabel:
+            multi = [s for s in samples if len(s.labels) != 1]
+            if multi:
+                raise DataError(f"{len(multi)} files have {len(multi[0].labels)} labels, e.g. {multi[0].path}",
+                                fix="set model.multilabel=true for several findings per image")
+        if len(names) < 2 and not job.model.multilabel:
+            raise DataError(f"found {len(names)} class(es) {names}; classification needs at least two",
+                            where=str(self._root(job)), fix="add a sub-folder per class or a label column")
+        return names
+
+    def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
+        decoder = self._decoder(job, context)
+        samples, frame_counts, bad = self._decode_all(self._samples(job, context), decoder, job, context)
+        class_names = self._classes(samples, job)
+        if for_training:
+            splits = index.split_by_patient(samples, val_fraction=job.data.val_fraction,
+                                            test_fraction=job.data.test_fraction, seed=job.train.seed,
+                                            folds=job.data.folds, fold=job.data.fold)
+        else:
+            splits = {"train": [], "val": [], "test": samples}
+        if context.run_dir is not None and for_training:
+            salt = job.data.patient_salt or secrets.token_hex(16)
+            listing = {split: [{"file": str(s.path), "patient": index.patient_hash(s.patient_key, salt)}
+                               for s in items] for split, items in splits.items()}
+            atomic_write_text(context.run_dir / "splits.json", json.dumps(listing, indent=1) + "\n")
+        backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
+        augment = None
+        if job.augment:
+            entry = context.registry.augmentations.get_or_fail(job.augment, where="augment")
+            augment = entry.factory(job.data.image_size, **job.augment_options)
+
+        def dataset(split: str, transform=None) -> DicomFrames:
+            items = [FrameItem(s.path, f, self._target(s, class_names, job))
+                     for s in splits[split] for f in range(frame_counts[s.path])]
+            return DicomFrames(items, decoder, backbone.mean, backbone.std, transform, seed=job.train.seed)
+
+        summary = {
+            "files": len(samples),
+            "skipped_files": len(bad),
+            "splits": {
+                split: {"files": len(items), "frames": sum(frame_counts[s.path] for s in items),
+                        "patients": len({s.patient_key for s in items}),
+                        "classes": dict(Counter(label for s in items for label in s.labels))}
+                for split, items in splits.items()
+            },
+            "pixels": job.data.pixel_settings().key(),
+        }
+        return DataBundle(train=dataset("train", augment), val=dataset("val"), test=dataset("test"),
+                          num_outputs=len(class_names), class_names=class_names, summary=summary)
+
+    @staticmethod
+    def _target(sample, class_names: list[str], job: JobSpec):
+        if job.model.multilabel:
+            return tuple(1.0 if c in sample.labels else 0.0 for c in class_names)
+        return class_names.index(sample.labels[0])
+
+    # ------------------------------------------------------------ predictions and preflight
+
+    def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
+                out_dir: Path) -> list[dict[str, Any]]:
+        files: list[Path] = []
+        for raw in inputs:
+            path = Path(raw)
+            if path.is_dir():
+                files.extend(index.find_dicom_files(path))
+            elif path.exists():
+                files.append(path)
+            else:
+                raise DataError(f"input not found: {path}", fix="pass DICOM files or folders")
+        decoder = self._decoder(job, context)
+        items, bad = [], []
+        for f in files:
+            try:
+                items.extend(FrameItem(f, i, 0) for i in range(len(decoder(f))))
+            except DataError as exc:
+                bad.append(f"{f}: {exc.what}")
+        if bad:
+            raise DataError(f"{len(bad)} input files cannot be read:\n    " + "\n    ".join(bad[:50]),
+                            fix="remove or fix them")
+        backbone = context.registry.backbones.get_or_fail(job.model.backbone)
+        loader = DataLoader(DicomInputs(items, decoder, backbone.mean, backbone.std),
+                            batch_size=job.train.batch_size)
+        probs = predict_probabilities(model, loader, context.device, job.model.multilabel)
+        records = []
+        for item, p in zip(items, probs.tolist()):
+            if job.model.multilabel:
+                predicted: Any = [c for c, v in zip(class_names, p) if v >= job.model.threshold]
+            else:
+                predicted = class_names[max(range(len(p)), key=p.__getitem__)]
+            records.append({"file": str(item.path), "frame": item.frame, "predicted": predicted,
+                            "probabilities": dict(zip(class_names, p))})
+        atomic_write_text(out_dir / "predictions.json", json.dumps(records, indent=2) + "\n")
+        rows = [["file", "frame", "predicted", *[f"p_{c}" for c in class_names]]]
+        rows += [[r["file"], r["frame"], ";".join(r["predicted"]) if isinstance(r["predicted"], list)
+                  else r["predicted"], *[f"{r['probabilities'][c]:.6f}" for c in class_names]] for r in records]
+        atomic_write_text(out_dir / "predictions.csv", _csv(rows))
+        return records
+
+    def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
+        samples = self._samples(job, context)
+        facts, unreadable = [], []
+        decoder = self._decoder(job, context)
+        for s in samples:
+            try:
+                facts.append(inspect(s.path))
+                decoder(s.path)
+            except DataError as exc:
+                unreadable.append({"file": str(s.path), "reason": exc.what})
+        bad_files = {u["file"] for u in unreadable}
+        usable = [s for s in samples if str(s.path) not in bad_files]
+        report: dict[str, Any] = {
+            "root": str(self._root(job)),
+            "files": len(samples),
+            "usable_files": len(usable),
+            "modalities": dict(Counter(f["modality"] or "unknown" for f in facts)),
+            "image_sizes": dict(Counter(f"{f['rows']}x{f['columns']}" for f in facts)),
+            "frames": dict(Counter(str(f["frames"]) for f in facts)),
+            "photometric_interpretations": dict(Counter(str(f["photometric_interpretation"]) for f in facts)),
+            "transfer_syntaxes": dict(Counter(str(f["transfer_syntax_name"]) for f in facts)),
+            "undecodable_files": unreadable,
+            "classes": dict(Counter(label for s in usable for label in s.labels)),
+            "patients": len({s.patient_key for s in usable}),
+        }
+        try:
+            splits = index.split_by_patient(usable, val_fraction=job.data.val_fraction,
+                                            test_fraction=job.data.test_fraction, seed=job.train.seed,
+                                            folds=job.data.folds, fold=job.data.fold)
+            report["splits"] = {k: {"files": len(v), "patients": len({s.patient_key for s in v}),
+                                    "classes": dict(Counter(lb for s in v for lb in s.labels))}
+                                for k, v in splits.items()}
+        except DataError as exc:
+            report["splits"] = {"error": exc.what}
+        return report
+
+
+def _csv(rows: list[list[Any]]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
