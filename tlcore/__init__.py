@@ -7,10 +7,11 @@ from .checkpoint import atomic_write_bytes, atomic_write_text
 from .classification import (ClassificationEvaluator, ClassificationModel, ClassificationTask, ClassifierSpec,
                              build_classifier, predict_probabilities)
 from .config import JobSpec, ModelSpec, Section
+from .downloads import offline_flag, unreachable
 from .errors import ConfigError, DataError, PluginError, TlappError, TrainingError
 from .hookspecs import hookimpl
 from .registry import Backbone, Entry, ParameterGroup
-from .seeding import sample_seed
+from .seeding import EpochSeeded, sample_seed
 from .strategies import Phase, Strategy, StrategyOptions
 from .task import Context, DataBundle, Evaluator, Task
 
@@ -24,6 +25,7 @@ __all__ = [
     "Context",
     "DataBundle",
     "DataError",
+    "EpochSeeded",
     "Entry",
     "Evaluator",
     "JobSpec",
@@ -41,6 +43,8 @@ __all__ = [
     "atomic_write_text",
     "build_classifier",
     "hookimpl",
+    "offline_flag",
     "predict_probabilities",
     "sample_seed",
+    "unreachable",
 ]

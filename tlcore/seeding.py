@@ -22,3 +22,21 @@ def sample_seed(*parts: int) -> int:
     whichever worker loads it and whether or not the run was resumed."""
     digest = hashlib.blake2b(",".join(str(p) for p in parts).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
+
+
+class EpochSeeded:
+    """For datasets and batch samplers whose random draws depend only on (seed, epoch, index).
+
+    The engine calls ``set_epoch`` before each epoch; ``draw_seed(index)`` gives the seed of one
+    sample's (or one epoch's, without an index) random draws, the same in every worker and after
+    ``--resume``.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draw_seed(self, *index: int) -> int:
+        return sample_seed(self.seed, self.epoch, *index)

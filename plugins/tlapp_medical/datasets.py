@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tlcore import sample_seed
+from tlcore import EpochSeeded
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class FrameItem:
     target: tuple[float, ...] | int
 
 
-class DicomFrames(Dataset):
+class DicomFrames(EpochSeeded, Dataset):
     """Frames from the decoded-pixel cache, augmented and normalised for the backbone.
 
     Augmentation draws depend only on (seed, epoch, index), so a resumed run and
@@ -37,10 +37,6 @@ class DicomFrames(Dataset):
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.items)
@@ -49,7 +45,7 @@ class DicomFrames(Dataset):
         item = self.items[index]
         array = np.array(self.load(item.path)[item.frame], dtype=np.float32)  # a copy: the cache is read-only
         if self.transform is not None:
-            self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
+            self.transform.set_random_seed(self.draw_seed(index))
             hwc = np.ascontiguousarray(array.transpose(1, 2, 0))
             array = np.clip(self.transform(image=hwc)["image"], 0.0, 1.0).transpose(2, 0, 1)
         return (torch.from_numpy(np.ascontiguousarray(array)) - self.mean) / self.std
