@@ -21,11 +21,22 @@ from .plugins import load_plugins
 log = logging.getLogger("tlapp")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (it is swapped under test runners)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging() -> None:
-    if not any(getattr(h, "_tlapp_console", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._tlapp_console = True
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -80,7 +91,8 @@ def job_options(command):
         click.option("--plugin", help="Plugin whose task to run (e.g. medical)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Job spec YAML file."),
         click.option("--data", help="Dataset path (default: the plugin's bundled sample data)."),
-        click.option("--init", help="imagenet | file:PATH | run:DIR | none"),
+        click.option("--init", help="a weights name of the backbone (imagenet, pretrained, ...) | file:PATH | "
+                     "run:DIR | none"),
         click.option("--epochs", type=click.IntRange(min=1)),
         click.option("--batch-size", type=click.IntRange(min=1)),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True)),

@@ -27,7 +27,8 @@ class ModelSpec(Section):
     backbone: str = Field(description="backbone name, see `tlapp plugins`")
     head: str = "linear"
     head_options: dict[str, Any] = Field(default_factory=dict)
-    init: str = Field("imagenet", description="imagenet | <weights name> | file:PATH | run:DIR | none")
+    init: str = Field("imagenet", description="a weights name of the backbone (imagenet, pretrained, ...) | "
+                                               "file:PATH | run:DIR | none")
     backbone_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -59,6 +60,7 @@ class TrainSpec(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     num_workers: int = Field(0, ge=0)
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; null: torch's default")
     feature_cache: bool = Field(True, description="head-only phases without augmentation train on cached features")
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.optim.lr_scheduler import ExponentialLR
 
 from .engine import to_device

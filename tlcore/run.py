@@ -98,6 +98,9 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     init = user.get("model", {}).get("init", raw.get("model", {}).get("init", "imagenet"))
     if isinstance(init, str) and parse_init(init)[0] == "run":
         raw = cfg.merge(raw, {"model": source_architecture(Path(parse_init(init)[1]))})
+    if user.get("strategy", {}).get("name", raw.get("strategy", {}).get("name")) != raw.get("strategy", {}).get("name"):
+        # Another strategy than the recipe's: the recipe's options were meant for its own strategy.
+        raw["strategy"] = {}
     raw = cfg.merge(raw, user)
     spec_cls = cfg.job_model(task.DataOptions, task.ModelOptions)
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
@@ -199,6 +202,8 @@ class Prepared:
 def prepare(run: Run) -> Prepared:
     """Seed, build data and model, transfer weights: everything before the first step."""
     job, task, context = run.job, run.task, run.context
+    if job.train.num_threads is not None:
+        torch.set_num_threads(job.train.num_threads)
     seed_everything(job.train.seed, deterministic=context.device.type == "cpu")
     strategy = strategy_class(run.plugins, job)
     data = task.build_data(job, context)

@@ -29,8 +29,6 @@ def run_probe(tlapp, out, *extra):
 
 
 def test_cache_gives_the_same_model_with_fewer_backbone_passes(toy_plugin, tlapp, monkeypatch):
-    import tlcore.plugins  # noqa: F401  (loads the toy module on first run)
-
     run_probe(tlapp, "warm", "--epochs", "1")
     calls = count_backbone_calls(monkeypatch)
     cached = run_probe(tlapp, "cached", "--epochs", "4")

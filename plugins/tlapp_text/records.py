@@ -1,0 +1,327 @@
+"""Reading labelled texts from CSV, TSV and JSON-lines files, with the file and line of every row.
+
+Readers never stop at a bad row: they return the good rows and a list of
+``Problem`` (file, line, reason) so that the task can fail with one message
+listing them all, or skip them (``data.on_error: skip``), and so that
+``tlapp data check`` can show them. Problems with a whole file (unreadable, not
+UTF-8, no text column) raise ``DataError`` at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tlcore import DataError
+
+FORMATS = {"csv": "text-csv", "tsv": "text-tsv", "jsonl": "text-jsonl"}
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test"}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Record:
+    """One text, its labels (empty when unlabelled), and where it came from."""
+
+    text: str
+    labels: list[str]
+    file: str
+    line: int
+    split: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason}
+
+
+@dataclass
+class Columns:
+    """How to read one file: column (or JSON field) names and label parsing."""
+
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = "split"
+    label_delimiter: str = ";"
+    multilabel: bool = False
+    require_labels: bool = True
+    encoding: str = "utf-8"
+
+
+@dataclass
+class ReadResult:
+    records: list[Record] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    has_split_column: bool = False
+
+
+# ---------------------------------------------------------------- files
+
+
+def format_of(path: Path, fmt: str = "auto") -> str:
+    """``csv``, ``tsv`` or ``jsonl``: the configured format, else the file's suffix."""
+    if fmt != "auto":
+        short = fmt.removeprefix("text-")
+        if short not in FORMATS:
+            raise DataError(f"unknown text format {fmt!r}", where="data.format",
+                            fix="use auto, csv, tsv or jsonl")
+        return short
+    found = SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise DataError(f"cannot tell the format of {path.name} from its suffix", where=str(path),
+                        fix="name files .csv, .tsv or .jsonl, or set data.format=csv|tsv|jsonl")
+    return found
+
+
+def decode(path: Path, encoding: str = "utf-8") -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}", where=str(path)) from None
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"  # a byte-order mark from spreadsheet exports is not part of the header
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not {encoding.removesuffix('-sig')} text ({exc.reason})",
+                        where=f"{path}:{line}",
+                        fix="save the file as UTF-8, or set data.encoding to its encoding (e.g. latin-1)") from None
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}", where="data.encoding",
+                        fix="use a Python codec name such as utf-8 or latin-1") from None
+
+
+def read_file(path: Path, columns: Columns, fmt: str = "auto", file_split: str | None = None) -> ReadResult:
+    """Every row of one file; ``file_split`` is the split the whole file belongs to (folder layout)."""
+    fmt = format_of(path, fmt)
+    text = decode(path, columns.encoding)
+    if fmt == "jsonl":
+        result = _read_jsonl(path, text, columns)
+    else:
+        result = _read_table(path, text, columns, "\t" if fmt == "tsv" else ",")
+    if file_split is not None:
+        for r in result.records:
+            r.split = file_split
+    return result
+
+
+def _read_table(path: Path, text: str, columns: Columns, delimiter: str) -> ReadResult:
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long documents are legitimate
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    name = str(path)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{name} is empty", where=name, fix="add a header line and one row per text") from None
+    except csv.Error as exc:
+        raise DataError(f"{name}:1: bad header line: {exc}", where=f"{name}:1") from None
+    header = [h.strip() for h in header]
+    needed = [columns.text_column] + ([columns.label_column] if columns.require_labels else [])
+    for key, option in zip(needed, ("data.text_column", "data.label_column")):
+        if key not in header:
+            raise DataError(f"{name}:1: no column {key!r} in the header (columns: {', '.join(header)})",
+                            where=f"{name}:1", fix=f"rename the column, or set {option}=NAME")
+    ti = header.index(columns.text_column)
+    li = header.index(columns.label_column) if columns.label_column in header else None
+    si = header.index(columns.split_column) if columns.split_column and columns.split_column in header else None
+    result = ReadResult(has_split_column=si is not None)
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            result.problems.append(Problem(name, start, f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}"))
+            if reader.line_num + 1 <= start:  # the reader made no progress: give up on the rest
+                break
+            start = reader.line_num + 1
+            continue
+        line, start = start, reader.line_num + 1
+        if not row or all(not cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) != len(header):
+            result.problems.append(Problem(name, line, f"{len(row)} fields, the header has {len(header)}"
+                                                       + (" (unquoted delimiter in the text?)" if len(row) > len(header)
+                                                          else "")))
+            continue
+        _add(result, name, line, row[ti], row[li] if li is not None else None,
+             row[si] if si is not None else None, columns)
+    return result
+
+
+def _read_jsonl(path: Path, text: str, columns: Columns) -> ReadResult:
+    name = str(path)
+    result = ReadResult()
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            result.problems.append(Problem(name, line, f"bad JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            result.problems.append(Problem(name, line, f"expected a JSON object, got {type(obj).__name__}"))
+            continue
+        if columns.text_column not in obj:
+            result.problems.append(Problem(name, line, f"no field {columns.text_column!r} (fields: {', '.join(obj)}); "
+                                                       f"set data.text_column"))
+            continue
+        if columns.split_column and columns.split_column in obj:
+            result.has_split_column = True
+        _add(result, name, line, obj[columns.text_column], obj.get(columns.label_column),
+             obj.get(columns.split_column) if columns.split_column else None, columns)
+    if result.has_split_column:  # some objects have a split field: every one must
+        missing = [r for r in result.records if r.split is None]
+        result.records = [r for r in result.records if r.split is not None]
+        result.problems += [Problem(name, r.line, f"no field {columns.split_column!r} while other lines have one")
+                            for r in missing]
+        result.problems.sort(key=lambda p: p.line)
+    return result
+
+
+def _add(result: ReadResult, name: str, line: int, text: Any, label: Any, split: Any, columns: Columns) -> None:
+    """Validate one row and add it as a record or a problem."""
+    if not isinstance(text, str):
+        result.problems.append(Problem(name, line, f"text is {type(text).__name__}, not a string"))
+        return
+    if not text.strip():
+        result.problems.append(Problem(name, line, "empty text"))
+        return
+    labels, why = parse_labels(label, columns)
+    if why:
+        result.problems.append(Problem(name, line, why))
+        return
+    split_name = None
+    if split is not None and str(split).strip():
+        split_name = SPLIT_NAMES.get(str(split).strip().lower())
+        if split_name is None:
+            result.problems.append(Problem(name, line, f"unknown split {split!r} in column {columns.split_column!r} "
+                                                       f"(use train, val or test)"))
+            return
+    elif result.has_split_column:
+        result.problems.append(Problem(name, line, f"empty split in column {columns.split_column!r}"))
+        return
+    result.records.append(Record(text=text, labels=labels, file=name, line=line, split=split_name))
+
+
+def parse_labels(value: Any, columns: Columns) -> tuple[list[str], str | None]:
+    """(labels, None) or ([], reason). Multi-label cells split on the delimiter; JSON lists stay lists."""
+    if value is None or (isinstance(value, str) and not value.strip()) or value == []:
+        return [], ("no label" if columns.require_labels else None)
+    if isinstance(value, bool) or not isinstance(value, (str, int, list)):
+        return [], f"label is {type(value).__name__}; use a string, a number or a list of them"
+    if isinstance(value, list):
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            return [], "label list holds something other than strings or numbers"
+        labels = [str(v).strip() for v in value if str(v).strip()]
+    elif columns.multilabel and isinstance(value, str):
+        labels = [part.strip() for part in value.split(columns.label_delimiter) if part.strip()]
+    else:
+        labels = [str(value).strip()]
+    labels = list(dict.fromkeys(labels))  # a label named twice counts once
+    if not labels:
+        return [], ("no label" if columns.require_labels else None)
+    if len(labels) > 1 and not columns.multilabel:
+        return [], (f"{len(labels)} labels {labels} but model.multilabel is false "
+                    f"(set model.multilabel=true for several labels per text)")
+    return labels, None
+
+
+# ---------------------------------------------------------------- datasets on disk
+
+
+@dataclass
+class Source:
+    """The files of a dataset: (file, split the whole file belongs to, or None)."""
+
+    root: Path
+    files: list[tuple[Path, str | None]]
+
+
+def find_files(root: Path, fmt: str = "auto") -> Source:
+    """A single file, or a folder holding train/val/test files (or exactly one data file)."""
+    if not root.exists():
+        raise DataError(f"dataset not found: {root}", where="data.path",
+                        fix="pass --data FILE_OR_FOLDER (CSV, TSV or JSONL)")
+    if root.is_file():
+        return Source(root, [(root, None)])
+    # Files with a data suffix; with an explicit format also split-named files with other suffixes.
+    candidates = sorted(p for p in root.iterdir()
+                        if p.is_file() and not p.name.startswith(".")
+                        and (p.suffix.lower() in SUFFIXES or (fmt != "auto" and p.stem.lower() in SPLIT_NAMES)))
+    by_split: dict[str, list[Path]] = defaultdict(list)
+    for p in candidates:
+        split = SPLIT_NAMES.get(p.stem.lower())
+        if split is not None:
+            by_split[split].append(p)
+    for split, paths in by_split.items():
+        if len(paths) > 1:
+            raise DataError(f"several {split} files in {root}: {', '.join(p.name for p in paths)}",
+                            where=str(root), fix="keep one file per split")
+    if by_split:
+        if "train" not in by_split:
+            raise DataError(f"{root} has {', '.join(by_split)} files but no train file", where=str(root),
+                            fix="add train.csv (or .tsv/.jsonl), or pass a single file with a split column")
+        return Source(root, [(by_split[s][0], s) for s in SPLITS if s in by_split])
+    if len(candidates) == 1:
+        return Source(root, [(candidates[0], None)])
+    if not candidates:
+        raise DataError(f"no CSV, TSV or JSONL file in {root}", where=str(root),
+                        fix="put train.csv, val.csv, test.csv (or one labelled file) in the folder")
+    raise DataError(f"{root} holds {len(candidates)} data files and none is named train/val/test",
+                    where=str(root), fix="name them train.*, val.* and test.*, or pass one file as --data")
+
+
+def stratified_split(records: list[Record], fractions: dict[str, float], seed: int,
+                     rest: str = "train") -> dict[str, list[Record]]:
+    """Split ``records`` by class (first label) into ``rest`` plus one part per fraction, reproducibly.
+
+    Each class gives round(n * fraction) rows to each part, but always keeps at least
+    one row in ``rest``.
+    """
+    by_class: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_class["|".join(sorted(r.labels))].append(r)
+    out: dict[str, list[Record]] = {rest: [], **{k: [] for k in fractions}}
+    rng = random.Random(seed)
+    for key in sorted(by_class):
+        items = list(by_class[key])
+        rng.shuffle(items)
+        n = len(items)
+        for part, fraction in fractions.items():
+            take = min(round(n * fraction), max(len(items) - 1, 0))
+            out[part] += items[:take]
+            items = items[take:]
+        out[rest] += items
+    order = {id(r): i for i, r in enumerate(records)}
+    return {k: sorted(v, key=lambda r: order[id(r)]) for k, v in out.items()}
+
+
+def describe(problems: Iterable[Problem], limit: int = 20) -> str:
+    problems = list(problems)
+    lines = "\n".join(f"    {p}" for p in problems[:limit])
+    more = f"\n    ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return lines + more

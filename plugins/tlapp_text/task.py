@@ -1,0 +1,389 @@
+"""Text classification: the text plugin's task."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import Field, model_validator
+from torch.utils.data import DataLoader
+
+from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
+                    atomic_write_text, predict_probabilities)
+
+from .backbones import MINILM, TextBackbone
+from .datasets import Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode, length_stats
+from .records import (FORMATS, SPLITS, Columns, Problem, ReadResult, Record, decode, describe, find_files, format_of,
+                      stratified_split)
+
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "text"
+METRICS = ["accuracy", "f1_macro", "precision_per_class", "recall_per_class", "f1_per_class", "confusion_matrix",
+           "auroc"]
+PLAIN_SUFFIXES = {".txt", ".text", ""}
+
+
+class TextData(Section):
+    path: str | None = Field(None, description="a CSV/TSV/JSONL file, or a folder with train/val/test files; "
+                                               "null: the bundled sample data")
+    format: str = Field("auto", description="auto (from the file suffix) | csv | tsv | jsonl")
+    text_column: str = Field("text", min_length=1, description="column (JSONL: field) holding the text")
+    label_column: str = Field("label", min_length=1, description="column (JSONL: field) holding the label(s)")
+    split_column: str | None = Field("split", description="column with train/val/test per row, used when present")
+    label_delimiter: str = Field(";", min_length=1, description="separates labels in one cell (multi-label)")
+    labels: list[str] | None = Field(None, description="the allowed labels, in output order; other labels are "
+                                                       "errors. null: the labels of the training split")
+    max_length: int | None = Field(None, ge=4, description="tokens per text (special tokens included); longer "
+                                                           "texts are truncated and counted. null: the model's limit")
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="share of each class drawn from train for "
+                                                              "validation when no validation split is given")
+    test_fraction: float = Field(0.15, ge=0, lt=1, description="share of each class held out for testing when "
+                                                               "the data has no splits at all")
+    on_error: Literal["fail", "skip"] = Field("fail", description="bad rows: stop before training, or skip them")
+    encoding: str = Field("utf-8", description="text encoding of the files")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TextData":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must leave some data for training")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("data.labels repeats a label")
+        return self
+
+
+class TextClassification(ClassificationTask):
+    name = "text-classification"
+    description = ("classify texts (CSV, TSV or JSONL; single- or multi-label) by fine-tuning a pretrained "
+                   "transformer; dynamic padding, truncation counted")
+    DataOptions = TextData
+    sample_data = SAMPLE_DATA
+    recipe = {
+        "data": {"text_column": "text", "label_column": "label", "max_length": 128},
+        "model": {"backbone": MINILM, "head": "linear", "init": "pretrained", "metrics": METRICS},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.0005, "weight_decay": 0.01, "monitor": "loss",
+                  "monitor_mode": "min", "clip_grad_norm": 1.0,
+                  "schedule": {"name": "cosine", "warmup_fraction": 0.1}},
+        "strategy": {"name": "finetune"},
+        "augment": None,
+    }
+
+    # ------------------------------------------------------------ model pieces
+
+    @staticmethod
+    def _backbone(job: JobSpec, context: Context) -> TextBackbone:
+        backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
+        if getattr(backbone, "tokenizer", None) is None:
+            raise ConfigError(f"backbone {backbone.name!r} is not a text backbone (it has no tokenizer)",
+                              where="model.backbone", fix="use all-minilm-l6-v2 or hf-auto (see `tlapp plugins`)")
+        return backbone
+
+    def tokenizer(self, job: JobSpec, context: Context):
+        return self._backbone(job, context).tokenizer(**job.model.backbone_options)
+
+    @staticmethod
+    def max_length(job: JobSpec, tokenizer) -> int:
+        limit = int(tokenizer.model_max_length)
+        wanted = job.data.max_length
+        if wanted is not None and wanted > limit:
+            raise ConfigError(f"data.max_length {wanted} exceeds the model's limit of {limit} tokens",
+                              where="data.max_length", fix=f"use at most {limit}, or null for the limit")
+        return wanted or limit
+
+    # ------------------------------------------------------------ reading
+
+    def _root(self, job: JobSpec) -> Path:
+        root = Path(job.data.path) if job.data.path else self.sample_data
+        if not root.exists():
+            hint = "pass --data FILE_OR_FOLDER" if job.data.path else "run `python scripts/make_text_sample.py`"
+            raise DataError(f"dataset not found: {root}", where="data.path", fix=hint)
+        return root
+
+    @staticmethod
+    def _columns(job: JobSpec, require_labels: bool = True, split: bool = True) -> Columns:
+        d = job.data
+        return Columns(text_column=d.text_column, label_column=d.label_column,
+                       split_column=d.split_column if split else None,
+                       label_delimiter=d.label_delimiter, multilabel=job.model.multilabel,
+                       require_labels=require_labels, encoding=d.encoding)
+
+    @staticmethod
+    def _read_file(path: Path, columns: Columns, job: JobSpec, context: Context, split: str | None) -> ReadResult:
+        fmt = format_of(path, job.data.format)
+        reader = context.registry.dataset_formats.get_or_fail(FORMATS[fmt], where="data.format").factory
+        return reader(path, file_split=split, **vars(columns))
+
+    def _read(self, job: JobSpec, context: Context):
+        root = self._root(job)
+        source = find_files(root, job.data.format)
+        columns = self._columns(job)
+        records: list[Record] = []
+        problems: list[Problem] = []
+        files = []
+        has_split_column = False
+        for path, split in source.files:
+            result = self._read_file(path, columns, job, context, split)
+            records += result.records
+            problems += result.problems
+            has_split_column |= result.has_split_column and split is None
+            files.append({"file": str(path), "split": split or ("column" if result.has_split_column else None),
+                          "rows": len(result.records), "bad_rows": len(result.problems)})
+        by_file = any(split is not None for _, split in source.files)
+        how = "files" if by_file else ("column" if has_split_column else "random")
+        return root, files, records, problems, how
+
+    def _split(self, records: list[Record], how: str, job: JobSpec) -> tuple[dict[str, list[Record]], list[str]]:
+        notes: list[str] = []
+        if how == "random":
+            parts = stratified_split(records, {"val": job.data.val_fraction, "test": job.data.test_fraction},
+                                     seed=job.train.seed)
+            notes.append(f"no splits given: stratified random split with seed {job.train.seed} "
+                         f"(val {job.data.val_fraction:g}, test {job.data.test_fraction:g})")
+            return parts, notes
+        parts = {s: [r for r in records if r.split == s] for s in SPLITS}
+        if not parts["val"] and parts["train"]:
+            carved = stratified_split(parts["train"], {"val": job.data.val_fraction}, seed=job.train.seed)
+            parts["train"], parts["val"] = carved["train"], carved["val"]
+            notes.append(f"no validation split given: {job.data.val_fraction:g} of each class drawn from train "
+                         f"(seed {job.train.seed})")
+        if not parts["test"]:
+            notes.append("no test split given: final metrics are on the validation split")
+        return parts, notes
+
+    def _classes(self, parts: dict[str, list[Record]], job: JobSpec, context: Context,
+                 for_training: bool) -> tuple[list[str], list[tuple[Record, Problem]]]:
+        """Class names, and the rows whose labels are not among them."""
+        if job.data.labels is not None:
+            names, origin = list(job.data.labels), "data.labels"
+        elif not for_training and (run_classes := _run_classes(context)) is not None:
+            names, origin = run_classes, "the run's classes"
+        elif for_training:
+            names, origin = sorted({lb for r in parts["train"] for lb in r.labels}), "the training split"
+        else:
+            names, origin = sorted({lb for rs in parts.values() for r in rs for lb in r.labels}), "the data"
+        known = set(names)
+        bad = []
+        for split in SPLITS:
+            for r in parts.get(split, []):
+                unknown = [lb for lb in r.labels if lb not in known]
+                if unknown:
+                    bad.append((r, Problem(r.file, r.line, f"unknown label {unknown[0]!r} (not in {origin})")))
+        return names, bad
+
+    def _prepare(self, job: JobSpec, context: Context, for_training: bool):
+        """Read, split and check labels; returns everything build_data and check_data report on."""
+        root, files, records, problems, how = self._read(job, context)
+        if for_training:
+            parts, notes = self._split(records, how, job)
+        else:
+            parts, notes = {"train": [], "val": [], "test": records}, ["evaluation data: every row is a test row"]
+        class_names, bad_labels = self._classes(parts, job, context, for_training)
+        dropped = {id(r) for r, _ in bad_labels}
+        problems = sorted(problems + [p for _, p in bad_labels], key=lambda p: (p.file, p.line))
+        parts = {s: [r for r in rs if id(r) not in dropped] for s, rs in parts.items()}
+        return root, files, parts, problems, class_names, how, notes
+
+    # ------------------------------------------------------------ building
+
+    def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
+        if job.augment:
+            raise ConfigError(f"the text task has no augmentation pipelines (augment={job.augment!r})",
+                              where="augment", fix="remove augment from the job spec")
+        root, files, parts, problems, class_names, how, notes = self._prepare(job, context, for_training)
+        if problems and job.data.on_error == "fail":
+            raise DataError(f"{len(problems)} bad row(s) in the data:\n{describe(problems)}", where=str(root),
+                            fix="correct or remove these rows, or skip them with --set data.on_error=skip")
+        if problems:
+            context.log.warning("skipping %d bad row(s):\n%s", len(problems), describe(problems, 10))
+            if context.run_dir is not None and for_training:
+                atomic_write_text(context.run_dir / "skipped_rows.json",
+                                  json.dumps([p.as_dict() for p in problems], indent=1) + "\n")
+        self._check_classes(parts, class_names, job, root, for_training)
+        for note in notes:
+            context.log.info("data: %s", note)
+
+        tokenizer = self.tokenizer(job, context)
+        max_length = self.max_length(job, tokenizer)
+        encoded = {s: encode(tokenizer, [r.text for r in rs], max_length) for s, rs in parts.items()}
+        truncated = {s: sum(e.truncated) for s, e in encoded.items()}
+        if sum(truncated.values()):
+            context.log.warning("%d text(s) longer than %d tokens were truncated (%s)", sum(truncated.values()),
+                                max_length, ", ".join(f"{s} {n}" for s, n in truncated.items() if n))
+
+        def targets(rs: list[Record]) -> list[Any]:
+            if job.model.multilabel:
+                return [tuple(1.0 if c in r.labels else 0.0 for c in class_names) for r in rs]
+            return [class_names.index(r.labels[0]) for r in rs]
+
+        train = TokenizedTexts(encoded["train"].ids, targets(parts["train"]))
+        val = TokenizedTexts(encoded["val"].ids, targets(parts["val"]), sort_by_length=True)
+        test = TokenizedTexts(encoded["test"].ids, targets(parts["test"]), sort_by_length=True) \
+            if parts["test"] else None
+        summary = {
+            "source": str(root),
+            "files": files,
+            "split_source": how,
+            "notes": notes,
+            "rows": {s: len(rs) for s, rs in parts.items()},
+            "skipped_rows": len(problems),
+            "classes": {s: _label_counts(rs) for s, rs in parts.items()},
+            "multilabel": job.model.multilabel,
+            "max_length": max_length,
+            "truncated": {**truncated, "total": sum(truncated.values())},
+            "tokens": {s: length_stats(e.lengths) for s, e in encoded.items()},
+            "padding": "dynamic (each batch padded to its longest text); training batches grouped by length; "
+                       "val/test served shortest first",
+        }
+        return DataBundle(train=train, val=val, test=test, num_outputs=len(class_names),
+                          class_names=class_names, collate_fn=PadCollate(tokenizer.pad_token_id), summary=summary,
+                          batch_sampler=length_grouped)
+
+    @staticmethod
+    def _check_classes(parts: dict[str, list[Record]], class_names: list[str], job: JobSpec, root: Path,
+                       for_training: bool) -> None:
+        if for_training and not parts["train"]:
+            raise DataError("no usable training rows", where=str(root), fix="check data.path and the columns")
+        if for_training and not parts["val"]:
+            raise DataError("no validation rows: the data is too small to draw a validation split from",
+                            where=str(root), fix="add a val file or split column, or raise data.val_fraction")
+        if not for_training and not parts["test"]:
+            raise DataError("no usable rows to evaluate", where=str(root))
+        if not job.model.multilabel and len(class_names) < 2:
+            raise DataError(f"found {len(class_names)} class(es) {class_names}; classification needs at least two",
+                            where=str(root), fix="check data.label_column")
+        if for_training:
+            seen = {lb for r in parts["train"] for lb in r.labels}
+            unseen = [c for c in class_names if c not in seen]
+            if unseen and not job.model.multilabel:
+                raise DataError(f"class(es) {unseen} of data.labels have no training rows", where=str(root),
+                                fix="add training rows for them, or remove them from data.labels")
+
+    # ------------------------------------------------------------ predictions
+
+    def _prediction_inputs(self, job: JobSpec, context: Context, inputs: Sequence[str]) -> list[tuple[str, str]]:
+        """(source, text) for every text in the inputs: '-' is stdin, files are read per their suffix."""
+        items: list[tuple[str, str]] = []
+        problems: list[Problem] = []
+        columns = self._columns(job, require_labels=False, split=False)
+        for raw in inputs:
+            if raw == "-":
+                items += _lines("<stdin>", sys.stdin.read())
+                continue
+            path = Path(raw)
+            if not path.is_file():
+                raise DataError(f"input not found: {raw}", where=raw,
+                                fix="pass text files (one text per line), CSV/TSV/JSONL files with the text "
+                                    "column, or - to read texts from standard input")
+            if path.suffix.lower() in PLAIN_SUFFIXES:
+                items += _lines(str(path), decode(path, job.data.encoding))
+                continue
+            result = self._read_file(path, columns, job, context, None)
+            problems += result.problems
+            items += [(r.where, r.text) for r in result.records]
+        if problems:
+            raise DataError(f"{len(problems)} bad input row(s):\n{describe(problems)}",
+                            fix="correct or remove these rows")
+        if not items:
+            raise DataError("no texts to predict", fix="the inputs hold only blank lines")
+        return items
+
+    def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
+                out_dir: Path) -> list[dict[str, Any]]:
+        items = self._prediction_inputs(job, context, inputs)
+        tokenizer = self.tokenizer(job, context)
+        encoded: Encoded = encode(tokenizer, [text for _, text in items], self.max_length(job, tokenizer))
+        if any(encoded.truncated):
+            context.log.warning("%d text(s) longer than %d tokens were truncated", sum(encoded.truncated),
+                                encoded.max_length)
+        dataset = TokenizedTexts(encoded.ids, sort_by_length=True)
+        loader = DataLoader(dataset, batch_size=job.train.batch_size, collate_fn=PadCollate(tokenizer.pad_token_id))
+        probs = predict_probabilities(model, loader, context.device, job.model.multilabel).tolist()
+        by_position = dict(zip(dataset.order, probs))
+        records = []
+        for i, (source, text) in enumerate(items):
+            p = by_position[i]
+            if job.model.multilabel:
+                predicted: Any = [c for c, v in zip(class_names, p) if v >= job.model.threshold]
+            else:
+                predicted = class_names[max(range(len(p)), key=p.__getitem__)]
+            records.append({"source": source, "text": text, "predicted": predicted,
+                            "probabilities": dict(zip(class_names, p)), "truncated": encoded.truncated[i]})
+        atomic_write_text(out_dir / "predictions.json", json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+        rows = [["source", "text", "predicted", *[f"p_{c}" for c in class_names], "truncated"]]
+        rows += [[r["source"], r["text"],
+                  job.data.label_delimiter.join(r["predicted"]) if isinstance(r["predicted"], list) else r["predicted"],
+                  *[f"{r['probabilities'][c]:.6f}" for c in class_names], str(r["truncated"]).lower()]
+                 for r in records]
+        atomic_write_text(out_dir / "predictions.csv", _csv(rows))
+        return records
+
+    # ------------------------------------------------------------ preflight
+
+    def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
+        root, files, parts, problems, class_names, how, notes = self._prepare(job, context, for_training=True)
+        report: dict[str, Any] = {
+            "source": str(root),
+            "files": files,
+            "split_source": how,
+            "notes": notes,
+            "rows": {s: len(rs) for s, rs in parts.items()},
+            "classes": class_names,
+            "class_counts": {s: _label_counts(rs) for s, rs in parts.items()},
+            "multilabel": job.model.multilabel,
+            "bad_rows": len(problems),
+            "empty_texts": sum(1 for p in problems if p.reason == "empty text"),
+            "problems": [str(p) for p in problems[:200]],
+            "characters": {s: length_stats([len(r.text) for r in rs]) for s, rs in parts.items()},
+        }
+        try:
+            self._check_classes(parts, class_names, job, root, for_training=True)
+        except DataError as exc:
+            report["error"] = exc.what
+        try:
+            tokenizer = self.tokenizer(job, context)
+            max_length = self.max_length(job, tokenizer)
+        except (DataError, ConfigError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the report is still useful without token counts
+            report["tokens"] = f"unavailable: {getattr(exc, 'what', exc)}"
+            return report
+        encoded = {s: encode(tokenizer, [r.text for r in rs], max_length) for s, rs in parts.items()}
+        report["max_length"] = max_length
+        report["tokens"] = {s: length_stats(e.lengths) for s, e in encoded.items()}
+        truncated = {s: sum(e.truncated) for s, e in encoded.items()}
+        report["truncated"] = {**truncated, "total": sum(truncated.values())}
+        return report
+
+
+def length_grouped(dataset: TokenizedTexts, batch_size: int, generator) -> LengthGroupedBatchSampler:
+    """The engine's hook for training batches: texts of similar length together."""
+    return LengthGroupedBatchSampler(dataset.lengths, batch_size, generator)
+
+
+def _label_counts(records: list[Record]) -> dict[str, int]:
+    return dict(sorted(Counter(lb for r in records for lb in r.labels).items()))
+
+
+def _lines(source: str, text: str) -> list[tuple[str, str]]:
+    return [(f"{source}:{n}", line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _run_classes(context: Context) -> list[str] | None:
+    """The class names of the run being evaluated (``tlapp evaluate --data``), from its metrics.json."""
+    if context.run_dir is None:
+        return None
+    path = Path(context.run_dir) / "metrics.json"
+    try:
+        names = json.loads(path.read_text()).get("class_names")
+    except (OSError, ValueError):
+        return None
+    return list(names) if isinstance(names, list) and names else None
+
+
+def _csv(rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()

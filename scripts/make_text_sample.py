@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Write the support-ticket sample corpus of the text plugin into ``sample_data/text/``.
+
+    python scripts/make_text_sample.py [--out sample_data/text] [--seed 7]
+
+Every sentence is made up for this project from the templates below (no text is
+copied from anywhere). Four classes of customer-support tickets:
+
+* ``billing``   -- double charges, refunds, invoices, price changes;
+* ``technical`` -- crashes, error messages, slowness, syncing;
+* ``shipping``  -- late parcels, tracking, delivery address, damage in transit;
+* ``account``   -- passwords, locked or deleted accounts, profile details.
+
+Each class has a few intents, and each intent two sets of wordings:
+
+* the *train* wordings, used for ``train.csv`` and ``val.csv``;
+* the *test* wordings, paraphrases that say the same thing in other words
+  ("I was charged twice" / "the payment went through two times").
+
+So ``test.csv`` asks for meaning rather than for the words seen in training: a
+pretrained language model's knowledge of synonyms helps, a model trained from
+scratch on a few hundred tickets can only match words it has seen. Greetings,
+sign-offs and product names are shared by all classes and carry no label.
+
+The output is deterministic (a fixed seed, sorted iteration, fixed line endings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PRODUCTS = ["headphones", "coffee grinder", "desk lamp", "rain jacket", "phone case", "blender", "backpack",
+            "keyboard", "water bottle", "yoga mat"]
+PRODUCTS_TEST = ["earbuds", "kettle", "floor lamp", "winter coat", "tablet cover", "toaster", "suitcase",
+                 "mouse", "thermos", "sleeping bag"]
+PLANS = ["premium", "family", "basic", "annual", "student"]
+FEATURES = ["settings", "dashboard", "reports", "calendar", "export"]
+FEATURES_TEST = ["preferences", "overview", "statistics", "schedule", "download"]
+DAYS = ["two days", "a week", "ten days", "three weeks", "five days"]
+GREETINGS = ["", "", "", "Hi,", "Hello,", "Good morning,", "Hey there,", "Dear support,"]
+SIGNOFFS = ["", "", "", "Thanks.", "Thank you!", "Please help.", "Any ideas?", "Regards.", "Cheers."]
+
+# class -> intent -> (train wordings, test wordings). Slots: {product} {plan} {feature} {days}.
+TICKETS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
+    "billing": {
+        "double charge": (
+            ["I was charged twice for my {plan} subscription",
+             "there are two charges on my statement for the same order",
+             "you billed me twice for the {product}",
+             "my credit card was charged two times this month"],
+            ["the payment went through two times for one purchase",
+             "my bank shows the same amount taken out twice",
+             "I paid once but the money left my account two times",
+             "the fee for my {plan} membership was deducted twice"]),
+        "refund": (
+            ["I still have not received my refund for the {product}",
+             "when will I get my refund for the returned {product}",
+             "please refund the {product} I sent back {days} ago",
+             "my refund has not been processed yet"],
+            ["I want my money back for the {product} I returned",
+             "you promised to reimburse me {days} ago and nothing came",
+             "the reimbursement for my return never reached my bank",
+             "please pay me back for the {product} I mailed to you"]),
+        "invoice": (
+            ["please send me an invoice for my last payment",
+             "I need an invoice for the {product} for my company",
+             "the invoice shows the wrong amount",
+             "can I get a copy of my invoice from last month"],
+            ["I need a receipt for my tax records",
+             "could you email me proof of purchase for the {product}",
+             "the bill lists a total that is too high",
+             "my employer needs a receipt for what I paid"]),
+        "price": (
+            ["why did the price of my {plan} plan go up",
+             "my monthly fee increased without notice",
+             "I was charged more than the advertised price",
+             "the price I paid is higher than the price on your website"],
+            ["the cost of my {plan} membership rose and nobody told me",
+             "why am I paying more money than before",
+             "the amount taken from my card is bigger than what the shop said",
+             "my bank statement shows a higher cost than I agreed to"]),
+    },
+    "technical": {
+        "crash": (
+            ["the app crashes when I open the {feature} page",
+             "the app keeps crashing on my phone",
+             "every time I click {feature} the program crashes",
+             "the app crashes right after the update"],
+            ["the application closes by itself whenever I go to {feature}",
+             "the software shuts down suddenly on my tablet",
+             "the program quits without warning when I tap {feature}",
+             "since the new version the application just exits"]),
+        "error": (
+            ["I get an error when I try to upload a file",
+             "an error message appears on the {feature} screen",
+             "the upload fails with an error",
+             "I see error 500 when I save my changes"],
+            ["sending a document fails with a strange message",
+             "a warning pops up and nothing is saved on {feature}",
+             "attaching a picture does not work and shows a red notice",
+             "the system refuses to store my edits and displays code 500"]),
+        "slow": (
+            ["the website is very slow today",
+             "the {feature} page takes minutes to load",
+             "the app is slow and freezes",
+             "loading the {feature} is extremely slow"],
+            ["pages take forever to appear on the site",
+             "the {feature} screen needs ages before it shows anything",
+             "everything hangs and the application is sluggish",
+             "the program is lagging badly and barely responds"]),
+        "sync": (
+            ["my data does not sync between my phone and laptop",
+             "the sync stopped working after the update",
+             "changes I make on the app do not sync to the website",
+             "my {feature} is not syncing across devices"],
+            ["edits on my mobile don't show up on my computer",
+             "my notes on the tablet and the pc no longer match",
+             "what I change on the website never reaches the mobile version",
+             "my {feature} looks different on each device I use"]),
+    },
+    "shipping": {
+        "late": (
+            ["my package has not arrived yet",
+             "my order was supposed to arrive {days} ago",
+             "the delivery of my {product} is late",
+             "I ordered the {product} {days} ago and it has not arrived"],
+            ["the parcel still isn't here",
+             "I'm still waiting for the box that should have come {days} ago",
+             "where is my {product}, it should be at my door by now",
+             "the courier never brought my purchase"]),
+        "tracking": (
+            ["the tracking number does not work",
+             "the tracking page shows no updates for my order",
+             "I cannot track my package",
+             "tracking says delivered but I have no package"],
+            ["I can't follow my parcel online",
+             "the courier's site has no information on where my box is",
+             "the code you gave me to follow the shipment is invalid",
+             "the status claims it was dropped off but nothing is at my door"]),
+        "address": (
+            ["I need to change the delivery address for my order",
+             "please ship my {product} to a different address",
+             "I entered the wrong address for the delivery",
+             "can you update the shipping address before the order ships"],
+            ["please send the box to my new home instead",
+             "I moved, can the courier bring the {product} to my new flat",
+             "I typed the wrong street when I bought the {product}",
+             "the parcel should go to my office, not my old house"]),
+        "damaged": (
+            ["the package arrived damaged",
+             "my {product} was broken when the package arrived",
+             "the box was damaged during delivery",
+             "the order arrived damaged and wet"],
+            ["the parcel came crushed and torn",
+             "the {product} was in pieces when the courier brought it",
+             "the carton was smashed in transit",
+             "my purchase showed up soaked and dented"]),
+    },
+    "account": {
+        "password": (
+            ["I forgot my password and cannot log in",
+             "the password reset email never arrives",
+             "how do I reset my password",
+             "my password does not work anymore"],
+            ["I can't remember my login credentials",
+             "the link to recover my sign-in never reaches my inbox",
+             "how can I set a new passcode",
+             "the secret word I always used is rejected when I sign in"]),
+        "locked": (
+            ["my account is locked after too many attempts",
+             "I am locked out of my account",
+             "my account was suspended and I cannot log in",
+             "please unlock my account"],
+            ["I've been blocked from signing in",
+             "the system barred me after a few wrong tries",
+             "my profile was frozen and I can't get in",
+             "please give me access to my profile again"]),
+        "delete": (
+            ["please delete my account",
+             "how do I delete my account and my data",
+             "I want to close my account",
+             "remove my account permanently"],
+            ["I want to close my profile permanently",
+             "erase my user profile and everything you store about me",
+             "please get rid of my membership and personal details",
+             "how can I stop being a registered user for good"]),
+        "email": (
+            ["how do I change the email address on my account",
+             "I want to update my username",
+             "my account still shows my old email address",
+             "please change the name on my account"],
+            ["I'd like to update the contact mail linked to my profile",
+             "how can I pick a different login name",
+             "my profile lists an old mailbox I no longer use",
+             "please correct how my name appears on my profile"]),
+    },
+}
+
+COUNTS = {"train": 100, "val": 25, "test": 40}  # per class
+
+
+def fill(template: str, rng: random.Random, test: bool) -> str:
+    return template.format(product=rng.choice(PRODUCTS_TEST if test else PRODUCTS), plan=rng.choice(PLANS),
+                           feature=rng.choice(FEATURES_TEST if test else FEATURES), days=rng.choice(DAYS))
+
+
+def ticket(template: str, rng: random.Random, test: bool) -> str:
+    body = fill(template, rng, test)
+    greeting, signoff = rng.choice(GREETINGS), rng.choice(SIGNOFFS)
+    body = body[0].upper() + body[1:] if not greeting else body
+    return " ".join(part for part in (greeting, body + rng.choice([".", ".", "!", "?"]), signoff) if part)
+
+
+def generate(seed: int) -> dict[str, list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    out: dict[str, list[tuple[str, str]]] = {split: [] for split in COUNTS}
+    seen: set[str] = set()
+    for label in sorted(TICKETS):
+        intents = TICKETS[label]
+        for split, count in COUNTS.items():
+            test = split == "test"
+            made = 0
+            while made < count:
+                intent = sorted(intents)[made % len(intents)]
+                template = rng.choice(intents[intent][1 if test else 0])
+                text = ticket(template, rng, test)
+                if text.lower() in seen:
+                    continue
+                seen.add(text.lower())
+                out[split].append((text, label))
+                made += 1
+    for split in out:
+        rng.shuffle(out[split])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "sample_data" / "text")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for split, rows in generate(args.seed).items():
+        with open(args.out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["text", "label"])
+            writer.writerows(rows)
+        print(f"{args.out / f'{split}.csv'}: {len(rows)} texts")
+    (args.out / "README.md").write_text(README)
+
+
+README = """# Text sample: support tickets
+
+Made-up customer-support tickets in four classes (billing, technical, shipping,
+account), written for tlapp by `scripts/make_text_sample.py` from templates; no
+text is copied from anywhere. Regenerate with `python scripts/make_text_sample.py`.
+
+* `train.csv` (400), `val.csv` (100): the training wordings.
+* `test.csv` (160): paraphrases in other words (fixed test split), so that the
+  test measures what a pretrained model knows about meaning.
+
+Columns: `text`, `label`.
+"""
+
+
+if __name__ == "__main__":
+    main()

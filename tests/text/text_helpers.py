@@ -1,0 +1,56 @@
+"""Helpers shared by the text plugin's tests (a uniquely named module, not a conftest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+from tlcore.plugins import load_plugins
+from tlcore.run import make_context, resolve_job
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data" / "text"
+
+
+def write_csv(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("text", "label"), sep: str = ",") -> Path:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter=sep, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, objects: list[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((o if isinstance(o, str) else json.dumps(o)) + "\n" for o in objects), encoding="utf-8")
+    return path
+
+
+def task_job(data: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
+             train: dict[str, Any] | None = None, run_dir: Path | None = None):
+    """(task, job, context) for the text task, as the engine would resolve them."""
+    plugins = load_plugins("text")
+    overrides: dict[str, Any] = {"data": data or {}, "train": {"device": "cpu", **(train or {})}}
+    if model:
+        overrides["model"] = model
+    task, job = resolve_job(plugins, plugin="text", config_file=None, overrides=overrides)
+    return task, job, make_context(plugins, job, run_dir)
+
+
+def small_corpus(per_class: int = 6) -> list[list[str]]:
+    """A few distinct texts per class (3 classes)."""
+    words = {
+        "billing": ["invoice", "refund", "charge", "payment", "price", "receipt", "fee", "bill"],
+        "shipping": ["parcel", "delivery", "courier", "tracking", "package", "box", "address", "shipment"],
+        "account": ["password", "login", "profile", "username", "email", "locked", "sign-in", "settings"],
+    }
+    rows = []
+    for label, ws in words.items():
+        for i in range(per_class):
+            rows.append([f"question {i} about my {ws[i % len(ws)]} and the {ws[(i + 3) % len(ws)]}", label])
+    return rows
