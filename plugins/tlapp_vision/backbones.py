@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
-import threading
 import urllib.parse
 import urllib.request
 from collections import Counter, OrderedDict
@@ -35,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlcore import Backbone, ParameterGroup, PluginError, TlappError
+from tlcore import Backbone, ParameterGroup, PluginError, TlappError, unreachable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,10 +63,6 @@ TORCHVISION_BACKBONES: dict[str, tuple[str, dict[str, str], tuple[float, ...], t
                              IMAGENET_MEAN, IMAGENET_STD),
 }
 
-# How long the reachability check waits before calling a weights server unreachable.
-PROBE_TIMEOUT_S = 3.0
-# Environment variables that, when true, forbid downloads.
-OFFLINE_FLAGS = ("TLAPP_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 # Top-level containers whose children are stages of the network.
 STAGE_CONTAINERS = ("blocks", "stages", "layers", "features")
@@ -276,52 +270,6 @@ def state_for(name: str, module: nn.Module, state: dict[str, torch.Tensor]) -> "
     return OrderedDict((k, state[k]) for k in own)
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def offline_flag() -> str | None:
-    """The environment variable that forbids downloads, if one is set."""
-    for flag in OFFLINE_FLAGS:
-        if _truthy(os.environ.get(flag)):
-            return flag
-    return None
-
-
-def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """None if a TCP connection to ``url``'s server (or its proxy) opens within ``timeout``; else why not.
-
-    Runs in a daemon thread so that a stuck name lookup cannot hold the caller longer
-    than ``timeout``.
-    """
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    via = ""
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = p.hostname or "", p.port or (443 if p.scheme == "https" else 80)
-        via = " (proxy)"
-    result: dict[str, Any] = {}
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result["ok"] = True
-        except OSError as e:
-            result["error"] = e
-
-    thread = threading.Thread(target=connect, name="tlapp-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if result.get("ok"):
-        return None
-    if "error" in result:
-        return f"cannot reach {host}:{port}{via}: {result['error']}"
-    return f"no answer from {host}:{port}{via} within {timeout:g} s"
-
-
 def _cache_dirs() -> str:
     try:
         from huggingface_hub import constants
@@ -346,12 +294,9 @@ def weights_unavailable(name: str, location: str, reason: str) -> TlappError:
 
 def require_network(name: str, location: str) -> None:
     """Raise the loader's ``TlappError`` at once when ``location`` cannot be downloaded from."""
-    flag = offline_flag()
-    if flag:
-        raise weights_unavailable(name, location, f"downloads are switched off ({flag}={os.environ[flag]})")
-    reason = probe(location)
+    reason = unreachable(location)
     if reason:
-        raise weights_unavailable(name, location, f"offline? {reason}")
+        raise weights_unavailable(name, location, reason)
 
 
 def _short(e: BaseException) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+
 import time
 import zipfile
 
@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from tlcore import Backbone, PluginError, TlappError
+from tlcore import downloads
+from tlcore.downloads import OFFLINE_FLAGS
 from tlapp_vision import backbones as B
 from tlapp_vision import plugin
 
@@ -236,7 +238,7 @@ def _must_not_run(*args, **kwargs):
 def empty_caches(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(B, "find_cached_timm", lambda arch: None)
-    for flag in B.OFFLINE_FLAGS:
+    for flag in OFFLINE_FLAGS:
         monkeypatch.delenv(flag, raising=False)
 
 
@@ -250,7 +252,7 @@ def _assert_helpful(error: TlappError, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["resnet18", "torchvision/resnet18"])
 def test_download_failure_becomes_a_quick_helpful_error(name, monkeypatch, empty_caches):
-    monkeypatch.setattr(B, "probe", lambda url, timeout=B.PROBE_TIMEOUT_S: None)  # server looks reachable
+    monkeypatch.setattr(B, "unreachable", lambda url: None)  # server looks reachable
     monkeypatch.setattr(B, "download_timm", _no_network)
     monkeypatch.setattr(B, "download_torchvision", _no_network)
     backbone = registered()[name]
@@ -266,7 +268,7 @@ def test_download_failure_becomes_a_quick_helpful_error(name, monkeypatch, empty
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "torchvision/resnet50"])
 def test_unreachable_server_fails_before_downloading(name, monkeypatch, empty_caches):
-    monkeypatch.setattr(B, "probe", lambda url, timeout=B.PROBE_TIMEOUT_S: f"cannot reach {url} (simulated)")
+    monkeypatch.setattr(B, "unreachable", lambda url: f"offline? cannot reach {url} (simulated)")
     monkeypatch.setattr(B, "download_timm", _must_not_run)
     monkeypatch.setattr(B, "download_torchvision", _must_not_run)
     backbone = registered()[name]
@@ -277,23 +279,11 @@ def test_unreachable_server_fails_before_downloading(name, monkeypatch, empty_ca
 
 def test_offline_flag_forbids_any_network_use(monkeypatch, empty_caches):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(B, "probe", _must_not_run)
+    monkeypatch.setattr(downloads.threading, "Thread", _must_not_run)  # no connection is even tried
     monkeypatch.setattr(B, "download_timm", _must_not_run)
     backbone = registered()["efficientnet_b0"]
     with pytest.raises(TlappError, match="downloads are switched off \\(HF_HUB_OFFLINE=1\\)"):
         backbone.weights["imagenet"](backbone.build())
-
-
-def test_probe_answers_quickly_for_closed_and_open_ports():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-        assert B.probe(f"http://127.0.0.1:{port}/x", timeout=2) is None
-    start = time.monotonic()
-    reason = B.probe(f"http://127.0.0.1:{port}/x", timeout=2)
-    assert reason and "cannot reach 127.0.0.1" in reason
-    assert time.monotonic() - start < 3
 
 
 def test_cached_timm_weights_load_without_network(monkeypatch, tmp_path, empty_caches):
@@ -304,7 +294,7 @@ def test_cached_timm_weights_load_without_network(monkeypatch, tmp_path, empty_c
     path = tmp_path / "model.pth"
     torch.save(saved, path)
     monkeypatch.setattr(B, "find_cached_timm", lambda arch: str(path))
-    monkeypatch.setattr(B, "probe", _must_not_run)
+    monkeypatch.setattr(B, "unreachable", _must_not_run)
     monkeypatch.setattr(B, "download_timm", _must_not_run)
     backbone = registered()["resnet18"]
     module = backbone.build()
@@ -322,7 +312,7 @@ def test_cached_torchvision_weights_load_without_network(monkeypatch, tmp_path, 
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(saved, checkpoints / url.rsplit("/", 1)[-1])
-    monkeypatch.setattr(B, "probe", _must_not_run)
+    monkeypatch.setattr(B, "unreachable", _must_not_run)
     monkeypatch.setattr(B, "download_torchvision", _must_not_run)
     backbone = registered()["torchvision/resnet18"]
     module = backbone.build()
