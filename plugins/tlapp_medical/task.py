@@ -194,6 +194,10 @@ class DicomClassification(ClassificationTask):
             return tuple(1.0 if c in sample.labels else 0.0 for c in class_names)
         return class_names.index(sample.labels[0])
 
+    def fold_overrides(self, folds: int, fold: int) -> dict[str, Any]:
+        """k-fold by patient: fold ``fold`` of ``folds`` is the validation split; the test split stays."""
+        return {"data": {"folds": folds, "fold": fold}}
+
     # ------------------------------------------------------------ predictions and preflight
 
     def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
