@@ -1,0 +1,327 @@
+"""2D object detection on road scenes: the driving plugin's task."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tlcore import (ConfigError, Context, DataBundle, DataError, JobSpec, ModelSpec, Section, Task,
+                    atomic_write_text)
+
+from .datasets import DetectionDataset, ImageFiles, aspect_ratio_batches, collate
+from .formats import IMAGE_SUFFIXES, DetectionSet, ImageRecord
+from .metrics import DetectionEvaluator
+from .models import BUILDERS, LITE0_ENTRY, DetectionModel, DetectorOptions
+
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "driving"
+PALETTE = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55"]
+
+
+class DrivingData(Section):
+    path: str | None = Field(None, description="KITTI folder (image_2/ + label_2/) or COCO JSON (file or folder); "
+                                               "null: the bundled sample")
+    format: str = Field("auto", description="auto | kitti | coco (or another registered detection format)")
+    classes: list[str] | None = Field(None, description="classes to detect, in label order; null: KITTI's Car, Van, "
+                                                         "Truck, Pedestrian, Cyclist, or the COCO file's categories")
+    class_map: dict[str, str | None] = Field(default_factory=dict,
+                                             description="rename source types before matching classes, e.g. "
+                                                         "{Person_sitting: Pedestrian}; null drops a type")
+    strict: bool = Field(False, description="fail on degenerate boxes (naming file and line) instead of dropping")
+    images: str | None = Field(None, description="COCO: image folder for file_name (default images/ beside the JSON)")
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    group_aspect_ratio: bool = Field(True, description="batch training images of similar width/height together")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DrivingData":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must leave images for training")
+        if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)):
+            raise ValueError("classes must be a non-empty list of distinct names")
+        return self
+
+
+class DetectorSpec(ModelSpec):
+    backbone: str = Field("fasterrcnn_lite0_fpn", description="fasterrcnn_lite0_fpn | fasterrcnn_mobilenet_v3_large_fpn "
+                                                              "| fasterrcnn_resnet50_fpn_v2")
+    head: Literal["faster_rcnn"] = "faster_rcnn"
+    init: str = Field("imagenet", description="imagenet | coco (torchvision detectors) | file:PATH | run:DIR | none")
+    trainable_backbone_layers: int | None = Field(None, ge=0, description="backbone stages (from the top) that may "
+                                                  "train; the rest stay fixed; null: the backbone's default")
+    frozen_bn: bool = Field(True, description="pretrained backbones: freeze batch-norm statistics and affine")
+    anchor_sizes: list[list[int]] | None = Field(None, description="anchor sizes (pixels) per feature level")
+    aspect_ratios: list[float] | None = Field(None, description="anchor height/width ratios, default [0.5, 1, 2]")
+    min_size: int | None = Field(None, ge=16, description="rescale images to this short side; null: keep their size")
+    max_size: int = Field(1333, ge=16, description="cap on the long side after rescaling")
+    fpn_channels: int | None = Field(None, ge=8, description="fasterrcnn_lite0_fpn: pyramid width (default 128)")
+    box_head_size: int | None = Field(None, ge=8, description="fasterrcnn_lite0_fpn: box head width (default 256)")
+    rpn_batch_size_per_image: int = Field(256, ge=1, description="anchors sampled per image for the RPN loss")
+    roi_batch_size_per_image: int = Field(512, ge=1, description="proposals sampled per image for the box loss")
+    proposals_train: int = Field(2000, ge=1, description="RPN proposals kept per image in training")
+    proposals_test: int = Field(1000, ge=1, description="RPN proposals kept per image in evaluation/prediction")
+    score_threshold: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
+    nms_threshold: float = Field(0.5, gt=0, le=1)
+    detections_per_image: int = Field(100, ge=1)
+    draw_threshold: float = Field(0.5, ge=0, le=1, description="predict: draw detections at or above this score")
+
+    def detector_options(self) -> dict[str, Any]:
+        fields = set(DetectorOptions.__dataclass_fields__) - {"num_classes", "pretrained"}
+        return {k: getattr(self, k) for k in fields}
+
+
+class DrivingDetection(Task):
+    name = "detection"
+    description = "2D object detection (Faster R-CNN) on road scenes: KITTI or COCO data, COCO mAP"
+    DataOptions = DrivingData
+    ModelOptions = DetectorSpec
+    sample_data = SAMPLE_DATA
+    recipe = {
+        "data": {"val_fraction": 0.2, "test_fraction": 0.2},
+        "model": {"backbone": "fasterrcnn_lite0_fpn", "init": "imagenet", "min_size": None,
+                  "rpn_batch_size_per_image": 128, "roi_batch_size_per_image": 128,
+                  "proposals_train": 300, "proposals_test": 150},
+        "train": {"epochs": 12, "batch_size": 2, "lr": 0.0005, "weight_decay": 0.0001, "monitor": "map_50",
+                  "monitor_mode": "max", "schedule": {"name": "cosine", "warmup_fraction": 0.1},
+                  "clip_grad_norm": 5.0},
+        "strategy": {"name": "finetune", "layer_decay": None},
+        "augment": "road-light",
+    }
+
+    # ------------------------------------------------------------ data
+
+    def _root(self, job: JobSpec) -> Path:
+        root = Path(job.data.path) if job.data.path else self.sample_data
+        if not root.exists():
+            fix = "pass --data FOLDER" if job.data.path else "run `python scripts/make_driving_sample.py`"
+            raise DataError(f"dataset not found: {root}", where="data.path", fix=fix)
+        return root
+
+    @staticmethod
+    def _format(root: Path, fmt: str) -> str:
+        if fmt != "auto":
+            return fmt
+        if root.is_file():
+            if root.suffix.lower() == ".json":
+                return "coco"
+            raise DataError(f"cannot tell the dataset format of {root}", where="data.path",
+                            fix="pass a KITTI folder or a COCO .json, or set data.format")
+        kitti = [root / "image_2", root / "training" / "image_2"] + [root / s / "image_2" for s in ("train", "val")]
+        if any(p.is_dir() for p in kitti):
+            return "kitti"
+        if any(root.glob("*.json")) or any((root / "annotations").glob("*.json")):
+            return "coco"
+        raise DataError(f"{root} holds neither KITTI (image_2/, label_2/) nor COCO (*.json) data", where="data.path",
+                        fix="point data.path at the dataset folder, or set data.format")
+
+    def read(self, job: JobSpec, context: Context, *, collect: bool = False) -> DetectionSet:
+        """Index the dataset through the registered format reader."""
+        root = self._root(job)
+        fmt = self._format(root, job.data.format)
+        reader = context.registry.dataset_formats.get_or_fail(fmt, where="data.format").factory
+        options: dict[str, Any] = {"classes": job.data.classes, "class_map": job.data.class_map,
+                                   "strict": job.data.strict, "collect": collect}
+        if job.data.images is not None:
+            options["images"] = job.data.images
+        try:
+            data = reader(root, **options)
+        except TypeError as exc:
+            raise ConfigError(f"dataset format {fmt!r} does not take these data options: {exc}",
+                              where="data") from None
+        return data
+
+    def _log_read(self, data: DetectionSet, context: Context) -> None:
+        r = data.report
+        if r.degenerate:
+            context.log.warning("dropped %d degenerate boxes (zero or negative width or height), e.g. %s; "
+                                "set data.strict=true to stop on them instead", len(r.degenerate),
+                                ", ".join(r.degenerate[:3]))
+        if r.clipped:
+            context.log.info("clipped %d boxes reaching outside their image", r.clipped)
+        if r.ignore_regions:
+            context.log.info("%d DontCare/crowd regions: not trained on; in evaluation detections inside them "
+                             "count neither as hits nor as false positives", r.ignore_regions)
+        if r.ignored_types:
+            context.log.info("ignored object types outside the classes: %s", dict(r.ignored_types))
+
+    @staticmethod
+    def _split(records: list[ImageRecord], job: JobSpec, for_training: bool) -> dict[str, list[ImageRecord]]:
+        if not for_training:
+            return {"train": [], "val": [], "test": records}
+        if any(r.split is not None for r in records):
+            splits = {s: [r for r in records if r.split == s] for s in ("train", "val", "test")}
+            if not splits["train"] or not splits["val"]:
+                raise DataError("fixed splits need train/ and val/ (KITTI) or train.json and val.json (COCO)",
+                                where=str(records[0].path.parent), fix="add a validation split")
+            return splits
+        n = len(records)
+        order = np.random.RandomState(job.train.seed).permutation(n).tolist()
+        n_test = int(round(n * job.data.test_fraction))
+        n_val = max(1, int(round(n * job.data.val_fraction)))
+        if n - n_test - n_val < 1:
+            raise DataError(f"{n} images are too few to split into train, val and test", where="data.path",
+                            fix="add images, or lower data.val_fraction / data.test_fraction")
+        pick = lambda idx: [records[i] for i in sorted(idx)]  # noqa: E731
+        return {"train": pick(order[n_val + n_test:]), "val": pick(order[:n_val]),
+                "test": pick(order[n_val:n_val + n_test])}
+
+    def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
+        data = self.read(job, context)
+        self._log_read(data, context)
+        splits = self._split(data.records, job, for_training)
+        if context.run_dir is not None and for_training:
+            listing = {s: [str(r.path) for r in items] for s, items in splits.items()}
+            atomic_write_text(context.run_dir / "splits.json", json.dumps(listing, indent=1) + "\n")
+        augment = None
+        if job.augment and for_training and splits["train"]:
+            entry = context.registry.augmentations.get_or_fail(job.augment, where="augment")
+            typical = int(statistics.median(r.height for r in splits["train"]))
+            try:
+                augment = entry.factory(typical, **job.augment_options)
+            except TypeError as exc:
+                raise ConfigError(f"bad augment_options for {job.augment!r}: {exc}", where="augment_options") from None
+        classes = data.classes
+        make = lambda items, t=None: DetectionDataset(items, classes, t, seed=job.train.seed)  # noqa: E731
+        summary = {
+            "format": data.format,
+            "classes": classes,
+            "read": data.report.as_dict(),
+            "splits": {s: {"images": len(items), "empty_images": sum(1 for r in items if not r.boxes),
+                           "objects_per_class": dict(Counter(c for r in items for c in r.classes))}
+                       for s, items in splits.items()},
+            "ignore_regions": "DontCare/crowd regions are not trained on; evaluation ignores detections inside them",
+        }
+        return DataBundle(train=make(splits["train"], augment), val=make(splits["val"]), test=make(splits["test"]),
+                          num_outputs=len(classes), class_names=list(classes), collate_fn=collate, summary=summary,
+                          batch_sampler=aspect_ratio_batches if job.data.group_aspect_ratio else None)
+
+    # ------------------------------------------------------------ model, loss, metrics
+
+    def build_model(self, job: JobSpec, num_outputs: int, context: Context) -> nn.Module:
+        entry = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
+        if entry.name not in BUILDERS:
+            raise ConfigError(f"{entry.name!r} is not a detector backbone", where="model.backbone",
+                              fix=f"choose one of: {', '.join(BUILDERS)}")
+        strategy = context.registry.strategies.get(job.strategy.name)
+        init = getattr(strategy, "forces_init", None) or job.model.init
+        options = {**job.model.detector_options(), **job.model.backbone_options,
+                   "num_classes": num_outputs + 1, "pretrained": init != "none"}
+        if entry.name == "fasterrcnn_lite0_fpn":
+            lite0 = context.registry.backbones.get(LITE0_ENTRY)
+            if lite0 is None and init == "imagenet":
+                raise ConfigError(f"fasterrcnn_lite0_fpn takes its ImageNet weights from the backbone {LITE0_ENTRY!r}, "
+                                  "which no loaded plugin offers", where="model.init",
+                                  fix="load the vision plugin (see `tlapp plugins`, TLAPP_PLUGINS), or use --init none")
+            options["lite0"] = lite0
+        try:
+            detector = entry.build(**options)
+        except TypeError as exc:
+            raise ConfigError(f"bad model.backbone_options for {entry.name}: {exc}",
+                              where="model.backbone_options") from None
+        # Weights of an ImageNet classifier (or none) bring no feature pyramid: it trains as a head.
+        detector.fpn_is_head = init in ("imagenet", "none")
+        frozen = getattr(detector, "frozen_stages", [])
+        if frozen:
+            context.log.info("backbone stages kept fixed (model.trainable_backbone_layers): %s", ", ".join(frozen))
+        return DetectionModel(detector)
+
+    def loss_function(self, job: JobSpec) -> Callable[[nn.Module, Any], tuple[torch.Tensor, int]]:
+        def loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
+            images, targets = batch
+            losses = model(images, targets)
+            return sum(losses.values()), len(images)
+
+        return loss
+
+    def evaluator(self, job: JobSpec, data: DataBundle, context: Context) -> DetectionEvaluator:
+        return DetectionEvaluator(data.class_names)
+
+    # ------------------------------------------------------------ predictions and preflight
+
+    def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
+                out_dir: Path) -> list[dict[str, Any]]:
+        from PIL import Image
+        from torchvision.utils import draw_bounding_boxes
+
+        files: list[Path] = []
+        for raw in inputs:
+            path = Path(raw)
+            if path.is_dir():
+                files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            elif path.is_file():
+                files.append(path)
+            else:
+                raise DataError(f"input not found: {path}", fix="pass image files or folders of images")
+        if not files:
+            raise DataError("no images among the inputs", where=" ".join(inputs), fix="pass .png or .jpg files")
+        loader = DataLoader(ImageFiles(files), batch_size=job.train.batch_size, collate_fn=collate)
+        model.eval()
+        records: list[dict[str, Any]] = []
+        used: Counter = Counter()
+        (out_dir / "label_2").mkdir(parents=True, exist_ok=True)
+        position = 0
+        with torch.no_grad():
+            for images, originals in loader:
+                detections = model([im.to(context.device) for im in images])
+                for original, det in zip(originals, detections):
+                    path = files[position]
+                    position += 1
+                    stem = path.stem if not used[path.stem] else f"{path.stem}_{used[path.stem]}"
+                    used[path.stem] += 1
+                    boxes, scores, labels = det["boxes"].cpu(), det["scores"].cpu(), det["labels"].cpu()
+                    found = [{"label": class_names[int(lb) - 1], "score": round(float(s), 4),
+                              "box": [round(float(v), 2) for v in b]}
+                             for b, s, lb in zip(boxes, scores, labels)]
+                    keep = scores >= job.model.draw_threshold
+                    drawn = draw_bounding_boxes(
+                        original, boxes[keep],
+                        labels=[f"{class_names[int(lb) - 1]} {float(s):.2f}" for s, lb in zip(scores[keep], labels[keep])],
+                        colors=[PALETTE[(int(lb) - 1) % len(PALETTE)] for lb in labels[keep]], width=2)
+                    image_out = out_dir / f"{stem}.png"
+                    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(image_out)
+                    atomic_write_text(out_dir / "label_2" / f"{stem}.txt", "".join(
+                        f"{d['label']} -1 -1 -10 {' '.join(f'{v:.2f}' for v in d['box'])} "
+                        f"-1 -1 -1 -1000 -1000 -1000 -10 {d['score']:.4f}\n" for d in found))
+                    records.append({"file": str(path), "width": int(original.shape[2]),
+                                    "height": int(original.shape[1]), "drawn": str(image_out),
+                                    "detections": found})
+        atomic_write_text(out_dir / "detections.json", json.dumps(records, indent=2) + "\n")
+        return records
+
+    def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
+        data = self.read(job, context, collect=True)
+        records = data.records
+        report: dict[str, Any] = {
+            "root": str(data.root),
+            "format": data.format,
+            "classes": data.classes,
+            **data.report.as_dict(),
+            "image_sizes": dict(Counter(f"{r.width}x{r.height}" for r in records).most_common()),
+            "objects_per_image": _spread([len(r.boxes) for r in records]),
+            "box_heights": _spread([b[3] - b[1] for r in records for b in r.boxes]),
+            "problems": data.report.problems[:200],
+            "problem_count": len(data.report.problems),
+        }
+        if records:
+            try:
+                splits = self._split(records, job, True)
+                report["splits"] = {s: {"images": len(v), "objects": sum(len(r.boxes) for r in v)}
+                                    for s, v in splits.items()}
+            except DataError as exc:
+                report["splits"] = {"error": exc.what}
+        return report
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"min": round(float(min(values)), 2), "median": round(float(statistics.median(values)), 2),
+            "max": round(float(max(values)), 2)}
