@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
@@ -41,9 +41,18 @@ class DicomData(Section):
     on_error: Literal["fail", "skip"] = Field("fail", description="bad files: stop before training, or skip them")
     patient_salt: str | None = Field(None, description="salt for patient keys in outputs; null: random per run")
 
+    @field_validator("window", "frames")
+    @classmethod
+    def _pixel_option(cls, value, info):
+        # PixelSettings owns the rules for windows and frame policies; ask it, before any data is read.
+        try:
+            PixelSettings(**{info.field_name: value})
+        except ConfigError as exc:
+            raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "DicomData":
-        self.pixel_settings()  # a bad window or frame policy fails before any data is read
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} does not exist with folds={self.folds}")
         if self.val_fraction + self.test_fraction >= 1:
@@ -51,11 +60,7 @@ class DicomData(Section):
         return self
 
     def pixel_settings(self) -> PixelSettings:
-        try:
-            return PixelSettings(window=self.window, frames=self.frames, size=self.image_size,
-                                 channels=self.channels)
-        except ConfigError as exc:
-            raise ValueError(exc.what) from None
+        return PixelSettings(window=self.window, frames=self.frames, size=self.image_size, channels=self.channels)
 
 
 class CachedDecoder:

@@ -185,7 +185,9 @@ def test_each_file_is_decoded_once_across_runs(dataset, tlapp, monkeypatch):
 
 def test_bad_window_fails_before_reading_data(dataset, tlapp):
     code, _, err = tlapp("run", "--plugin", "medical", "--data", str(dataset), "--set", "data.window=lugn")
-    assert code == 2 and "data" in err and "lung" in err
+    assert code == 2 and "'data.window'" in err and "unknown window 'lugn'" in err and "lung" in err
+    code, _, err = tlapp("run", "--plugin", "medical", "--data", str(dataset), "--set", "data.frames=last")
+    assert code == 2 and "'data.frames'" in err
 
 
 def test_sample_data_main_job_runs(tlapp):
