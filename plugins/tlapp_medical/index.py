@@ -482,7 +482,7 @@ def _stratified_order(patients: Sequence[str], strata: dict[str, tuple[str, ...]
                       purpose: str) -> list[str]:
     """Patients in a seeded order in which every prefix is roughly stratified by class.
 
-    Within a stratum (the set of labels a patient has), patients are shuffled
+    Within a stratum (the labels a patient has, and its dominant one), patients are shuffled
     by a hash of (seed, key); the r-th of m gets position (r + u) / m with a
     hashed jitter u, and all strata are merged by position. Taking the first
     n patients of the result then draws from each stratum in proportion.
@@ -540,7 +540,7 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
        once. ``val_fraction`` is ignored; an explicit ``val`` is an error.
 
     The order of patients is a hash of (seed, patient key), roughly
-    stratified by each patient's label set, so the result is deterministic for
+    stratified by each patient's label set and dominant label, so the result is deterministic for
     a seed and adding a patient moves few others. Samples keep their input
     order within a split. Too few patients for the request: :class:`DataError`.
     """
@@ -563,13 +563,13 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
 
     # 1. explicit splits, per patient
     patient_splits: dict[str, set[str]] = defaultdict(set)
-    strata_labels: dict[str, set[str]] = defaultdict(set)
+    label_counts: dict[str, Counter[str]] = defaultdict(Counter)
     for s in samples:
         if s.split is not None:
             if s.split not in SPLITS:
                 raise DataError(f"unknown split {s.split!r}", where=str(s.path), fix="use train, val or test")
             patient_splits[s.patient_key].add(s.split)
-        strata_labels[s.patient_key].update(s.labels)
+        label_counts[s.patient_key].update(s.labels)
     leaking = {k for k, v in patient_splits.items() if len(v) > 1}
     if leaking:
         files = [s.path for s in samples if s.patient_key in leaking]
@@ -580,7 +580,9 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
         )
     assignment: dict[str, str] = {k: next(iter(v)) for k, v in patient_splits.items()}
     explicit = set(assignment.values())
-    strata = {k: tuple(sorted(v)) for k, v in strata_labels.items()}
+    # stratum of a patient: the set of labels it has, plus its most frequent label (ties: by name),
+    # so that patients with images of several classes are spread by their dominant class
+    strata = {k: (*sorted(c), "|", min(c, key=lambda label: (-c[label], label))) for k, c in label_counts.items()}
     patients = sorted(strata)  # every patient key, sorted for a stable start
 
     if folds is not None and "val" in explicit:
