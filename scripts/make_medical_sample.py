@@ -116,13 +116,20 @@ patient** (`PatientID`), never by image.
 
 ## Difficulty
 
-Meant to show the value of transfer learning on ~100 training images: in a
-check made when the generator was written (CPU, 128x128 input, timm
-`tf_efficientnet_lite0`, AdamW lr 1e-3, cosine schedule, 5-8 epochs, 4
-held-out patients, several seeds), the ImageNet-initialised network reached
-a test AUC of about 0.75-0.9, the same network from random init about
-0.45-0.7 (near chance). Results vary with the split: the test set has only
-a few patients.
+Meant to show the value of transfer learning on ~100 training images. In a
+check made when the generator was written (CPU, `tlapp run --plugin medical`
+with the task's default recipe: efficientnet_lite0, 128x128, 8 epochs, seed
+0, patient split 8/3/3, test = 43 images of 3 patients):
+
+| init     | test accuracy | AUROC | macro F1 |
+|----------|---------------|-------|----------|
+| imagenet | 0.84          | 0.92  | 0.76     |
+| none     | 0.70          | 0.44  | 0.41     |
+
+(from scratch the network predicts the majority class). A quicker separate
+script on three other patient splits gave AUROC 0.57-0.95 for ImageNet init
+and 0.41-0.52 from scratch: with 3-4 test patients, expect variance between
+splits.
 
 ## Deliberate variety
 
