@@ -5,8 +5,18 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 
 from helpers import TEST_PLUGINS, install_distribution
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Small CPU batches run faster on one thread, and far faster when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

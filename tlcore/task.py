@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .config import JobSpec, ModelSpec, Section
+from .errors import DataError
 from .registry import ParameterGroup, Registry
 
 
@@ -71,8 +72,18 @@ class Task:
     plugin: str = ""
     recipe: dict[str, Any] = {}
     sample_data: Path | None = None
+    sample_script: str | None = None  # the command that regenerates ``sample_data``, for error messages
     DataOptions: type[BaseModel] = Section
     ModelOptions: type[ModelSpec] = ModelSpec
+
+    def data_root(self, job: JobSpec) -> Path:
+        """``data.path``, or the bundled sample data when none is given; a clear error when missing."""
+        given = getattr(job.data, "path", None)
+        root = Path(given) if given else self.sample_data
+        if root is None or not root.exists():
+            fix = "check --data" if given else (f"run `{self.sample_script}`" if self.sample_script else "pass --data")
+            raise DataError(f"dataset not found: {root}", where="data.path", fix=fix)
+        return root
 
     def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
         """Read and validate the data named by ``job.data``; fail with DataError on bad input."""

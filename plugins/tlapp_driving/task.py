@@ -84,6 +84,7 @@ class DrivingDetection(Task):
     DataOptions = DrivingData
     ModelOptions = DetectorSpec
     sample_data = SAMPLE_DATA
+    sample_script = "python scripts/make_driving_sample.py"
     recipe = {
         "data": {"val_fraction": 0.2, "test_fraction": 0.2},
         "model": {"backbone": "fasterrcnn_lite0_fpn", "init": "imagenet", "min_size": None,
@@ -97,13 +98,6 @@ class DrivingDetection(Task):
     }
 
     # ------------------------------------------------------------ data
-
-    def _root(self, job: JobSpec) -> Path:
-        root = Path(job.data.path) if job.data.path else self.sample_data
-        if not root.exists():
-            fix = "pass --data FOLDER" if job.data.path else "run `python scripts/make_driving_sample.py`"
-            raise DataError(f"dataset not found: {root}", where="data.path", fix=fix)
-        return root
 
     @staticmethod
     def _format(root: Path, fmt: str) -> str:
@@ -124,7 +118,7 @@ class DrivingDetection(Task):
 
     def read(self, job: JobSpec, context: Context, *, collect: bool = False) -> DetectionSet:
         """Index the dataset through the registered format reader."""
-        root = self._root(job)
+        root = self.data_root(job)
         fmt = self._format(root, job.data.format)
         reader = context.registry.dataset_formats.get_or_fail(fmt, where="data.format").factory
         options: dict[str, Any] = {"classes": job.data.classes, "class_map": job.data.class_map,

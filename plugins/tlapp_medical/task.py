@@ -82,6 +82,7 @@ class DicomClassification(ClassificationTask):
     description = "classify DICOM images (folders per class or a CSV manifest), split by patient"
     DataOptions = DicomData
     sample_data = SAMPLE_DATA
+    sample_script = "python scripts/make_medical_sample.py"
     recipe = {
         "data": {"image_size": 128, "window": "file", "frames": "middle"},
         "model": {"backbone": "efficientnet_lite0", "head": "linear", "init": "imagenet"},
@@ -93,15 +94,8 @@ class DicomClassification(ClassificationTask):
 
     # ------------------------------------------------------------ data
 
-    def _root(self, job: JobSpec) -> Path:
-        root = Path(job.data.path) if job.data.path else self.sample_data
-        if not root.exists():
-            hint = "pass --data FOLDER" if job.data.path else "run `python scripts/make_medical_sample.py`"
-            raise DataError(f"dataset not found: {root}", where="data.path", fix=hint)
-        return root
-
     def _samples(self, job: JobSpec, context: Context) -> list[index.Sample]:
-        root = self._root(job)
+        root = self.data_root(job)
         manifest = job.data.manifest
         if root.is_file():
             manifest, root = str(root), root.parent
@@ -133,7 +127,7 @@ class DicomClassification(ClassificationTask):
             listing = "\n".join(f"    {b['file']}: {b['reason']}" for b in bad[:50])
             more = f"\n    ... and {len(bad) - 50} more" if len(bad) > 50 else ""
             raise DataError(f"{len(bad)} of {len(samples)} files cannot be used:\n{listing}{more}",
-                            where=str(self._root(job)),
+                            where=str(self.data_root(job)),
                             fix="fix or remove these files, or skip them with --set data.on_error=skip")
         if bad and context.run_dir is not None and job.data.on_error == "skip":
             atomic_write_text(context.run_dir / "skipped_files.json", json.dumps(bad, indent=2) + "\n")
@@ -150,7 +144,7 @@ class DicomClassification(ClassificationTask):
                                 fix="set model.multilabel=true for several findings per image")
         if len(names) < 2 and not job.model.multilabel:
             raise DataError(f"found {len(names)} class(es) {names}; classification needs at least two",
-                            where=str(self._root(job)), fix="add a sub-folder per class or a label column")
+                            where=str(self.data_root(job)), fix="add a sub-folder per class or a label column")
         return names
 
     def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
@@ -258,7 +252,7 @@ class DicomClassification(ClassificationTask):
         bad_files = {u["file"] for u in unreadable}
         usable = [s for s in samples if str(s.path) not in bad_files]
         report: dict[str, Any] = {
-            "root": str(self._root(job)),
+            "root": str(self.data_root(job)),
             "files": len(samples),
             "usable_files": len(usable),
             "modalities": dict(Counter(f["modality"] or "unknown" for f in facts)),

@@ -61,6 +61,7 @@ class TextClassification(ClassificationTask):
                    "transformer; dynamic padding, truncation counted")
     DataOptions = TextData
     sample_data = SAMPLE_DATA
+    sample_script = "python scripts/make_text_sample.py"
     recipe = {
         "data": {"text_column": "text", "label_column": "label", "max_length": 128},
         "model": {"backbone": MINILM, "head": "linear", "init": "pretrained", "metrics": METRICS},
@@ -95,13 +96,6 @@ class TextClassification(ClassificationTask):
 
     # ------------------------------------------------------------ reading
 
-    def _root(self, job: JobSpec) -> Path:
-        root = Path(job.data.path) if job.data.path else self.sample_data
-        if not root.exists():
-            hint = "pass --data FILE_OR_FOLDER" if job.data.path else "run `python scripts/make_text_sample.py`"
-            raise DataError(f"dataset not found: {root}", where="data.path", fix=hint)
-        return root
-
     @staticmethod
     def _columns(job: JobSpec, require_labels: bool = True, split: bool = True) -> Columns:
         d = job.data
@@ -117,7 +111,7 @@ class TextClassification(ClassificationTask):
         return reader(path, file_split=split, **vars(columns))
 
     def _read(self, job: JobSpec, context: Context):
-        root = self._root(job)
+        root = self.data_root(job)
         source = find_files(root, job.data.format)
         columns = self._columns(job)
         records: list[Record] = []

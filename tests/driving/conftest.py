@@ -56,15 +56,3 @@ def make_coco(tmp_path):
         return root
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny detection batches are hundreds of small ops; when other processes share the cores, OpenMP
-    threads waiting on each other make every op slow (seen: 40x). One thread keeps these tests quick."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -22,14 +22,6 @@ PARAPHRASE = "The package I ordered still hasn't arrived"
 UNRELATED = ["How do I change my password?", "I was billed twice for one purchase"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def only_text_plugin(monkeypatch):
     monkeypatch.setenv("TLAPP_PLUGINS", "text")

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tlcore.cli import main
 
@@ -25,17 +24,8 @@ def cli(*args: str) -> int:
         return exc.code if isinstance(exc.code, int) else 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Faster for these small batches on 2 cores, and much faster when other jobs share the CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, one_thread):
+def runs(tmp_path_factory):
     """The sample trained twice with the recipe (2 epochs): from MiniLM's weights and from scratch."""
     root = tmp_path_factory.mktemp("text-runs")
     with pytest.MonkeyPatch.context() as mp:

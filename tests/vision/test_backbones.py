@@ -22,15 +22,6 @@ ESPRESSO = 967
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU forwards run faster on one thread, much faster when other jobs share the CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def registered() -> dict[str, Backbone]:
     got: list[Backbone] = []
     plugin.register_backbones(register=got.append)
