@@ -13,7 +13,7 @@ from .hookspecs import hookimpl
 from .registry import Backbone, Entry, ParameterGroup
 from .seeding import EpochSeeded, sample_seed
 from .strategies import Phase, Strategy, StrategyOptions
-from .task import Context, DataBundle, Evaluator, Task
+from .task import Context, DataBundle, Evaluator, Task, input_files
 
 __all__ = [
     "Backbone",
@@ -43,6 +43,7 @@ __all__ = [
     "atomic_write_text",
     "build_classifier",
     "hookimpl",
+    "input_files",
     "offline_flag",
     "predict_probabilities",
     "sample_seed",

@@ -122,6 +122,25 @@ class Task:
         raise NotImplementedError
 
 
+def input_files(inputs: Sequence[str], files_in: Callable[[Path], list[Path]], what: str) -> list[Path]:
+    """The files named by ``tlapp predict`` inputs: files as given, folders through ``files_in``.
+
+    ``what`` names the expected files in messages ("DICOM files", "images").
+    """
+    files: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(files_in(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"input not found: {path}", fix=f"pass {what} or folders of them")
+    if not files:
+        raise DataError(f"no {what} among the inputs", where=" ".join(inputs), fix=f"pass {what}")
+    return files
+
+
 def parameter_groups(model: nn.Module) -> list[ParameterGroup]:
     groups = getattr(model, "parameter_groups", None)
     if groups is None:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tlcore import (ConfigError, Context, DataBundle, DataError, JobSpec, ModelSpec, Section, Task,
-                    atomic_write_text)
+                    atomic_write_text, input_files)
 
 from .datasets import DetectionDataset, ImageFiles, aspect_ratio_batches, collate
 from .formats import IMAGE_SUFFIXES, DetectionSet, ImageRecord
@@ -245,17 +245,8 @@ class DrivingDetection(Task):
         from PIL import Image
         from torchvision.utils import draw_bounding_boxes
 
-        files: list[Path] = []
-        for raw in inputs:
-            path = Path(raw)
-            if path.is_dir():
-                files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-            elif path.is_file():
-                files.append(path)
-            else:
-                raise DataError(f"input not found: {path}", fix="pass image files or folders of images")
-        if not files:
-            raise DataError("no images among the inputs", where=" ".join(inputs), fix="pass .png or .jpg files")
+        files = input_files(inputs, lambda folder: sorted(p for p in folder.rglob("*")
+                                                          if p.suffix.lower() in IMAGE_SUFFIXES), "images")
         loader = DataLoader(ImageFiles(files), batch_size=job.train.batch_size, collate_fn=collate)
         model.eval()
         records: list[dict[str, Any]] = []

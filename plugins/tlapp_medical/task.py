@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, predict_probabilities)
+                    atomic_write_text, input_files, predict_probabilities)
 
 from . import index
 from .cache import DecodedCache
@@ -201,15 +201,7 @@ class DicomClassification(ClassificationTask):
 
     def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
                 out_dir: Path) -> list[dict[str, Any]]:
-        files: list[Path] = []
-        for raw in inputs:
-            path = Path(raw)
-            if path.is_dir():
-                files.extend(index.find_dicom_files(path))
-            elif path.exists():
-                files.append(path)
-            else:
-                raise DataError(f"input not found: {path}", fix="pass DICOM files or folders")
+        files = input_files(inputs, index.find_dicom_files, "DICOM files")
         decoder = self._decoder(job, context)
         items, bad = [], []
         for f in files:

@@ -22,16 +22,6 @@ PARAPHRASE = "The package I ordered still hasn't arrived"
 UNRELATED = ["How do I change my password?", "I was billed twice for one purchase"]
 
 
-@pytest.fixture(autouse=True)
-def only_text_plugin(monkeypatch):
-    monkeypatch.setenv("TLAPP_PLUGINS", "text")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return B.load_tokenizer(B.MINILM)
-
-
 def registered() -> dict[str, B.TextBackbone]:
     got = []
     plugin.register_backbones(register=got.append)

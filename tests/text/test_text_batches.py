@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -11,16 +10,6 @@ from tlapp_text import task as text_task
 from tlapp_text.datasets import LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode
 
 from text_helpers import small_corpus, task_job, write_csv
-
-
-@pytest.fixture(autouse=True)
-def only_text_plugin(monkeypatch):
-    monkeypatch.setenv("TLAPP_PLUGINS", "text")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return B.load_tokenizer(B.MINILM)
 
 
 def test_shipped_tokenizer_pads_to_128_but_ours_does_not(tokenizer):

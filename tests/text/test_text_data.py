@@ -20,11 +20,6 @@ ROWS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def only_text_plugin(monkeypatch):
-    monkeypatch.setenv("TLAPP_PLUGINS", "text")
-
-
 def test_csv_tsv_and_jsonl_give_the_same_rows_with_their_lines(tmp_path):
     csv_file = write_csv(tmp_path / "a.csv", ROWS)
     tsv_file = write_csv(tmp_path / "a.tsv", ROWS, sep="\t")
