@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
@@ -408,7 +407,3 @@ def load_run(plugins: Plugins, run_dir: Path, overrides: dict[str, Any] | None =
     model.to(context.device).eval()
     precision = resolve_precision(job.train.precision, context.device)
     return task, job, model, state["class_names"], context, precision
-
-
-def read_yaml_text(text: str) -> dict[str, Any]:
-    return yaml.safe_load(text) or {}
