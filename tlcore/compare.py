@@ -6,14 +6,13 @@ This is the report that answers "did transfer help, and which way of transferrin
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
 
 from . import config as cfg
 from .checkpoint import atomic_write_text
-from .errors import ConfigError
+from .directories import prepare_output
 from .plugins import Plugins
 from .run import execute, resolve_job
 
@@ -38,12 +37,8 @@ def plan(plugins: Plugins, *, plugin: str, strategies: list[str], folds: int | N
 
 
 def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool) -> dict[str, Any]:
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"comparison directory {output} already exists", fix="choose another --output "
-                              "or pass --overwrite")
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
+    protected = [getattr(job.data, "path", None) for *_, job in jobs] + [Path.cwd()]
+    prepare_output(output, "comparison", overwrite=overwrite, protected=protected)
     runs = []
     for strategy, fold, task, job in jobs:
         result = execute(plugins, task, job)

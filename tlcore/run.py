@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from . import checkpoint, config as cfg
+from .directories import prepare_output
 from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
 from .errors import ConfigError, TlappError
@@ -133,11 +133,7 @@ def prepare_directory(job: cfg.JobSpec, *, resume: bool, overwrite: bool) -> Pat
             raise ConfigError(f"nothing to resume in {out}: no checkpoints/last.pt",
                               fix="check --output, or start a new run without --resume")
         return out
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"run directory {out} already exists and is not empty",
-                              fix="choose another --output, continue it with --resume, or replace it with --overwrite")
-        shutil.rmtree(out)
+    prepare_output(out, "run", overwrite=overwrite, protected=(getattr(job.data, "path", None), Path.cwd()))
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     return out
 
