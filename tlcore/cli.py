@@ -152,7 +152,7 @@ def lr_find(plugin, config_file, sets, steps, start_lr, end_lr, **flags) -> None
     from .checkpoint import atomic_write_text
     from .run import Run, make_context, prepare, resolve_job, train_loader
     from .device import resolve_precision
-    from .strategies import phase_at
+    from .strategies import phase_at, plan_phases
 
     if not 0 < start_lr < end_lr:
         raise click.BadParameter("need 0 < --start-lr < --end-lr")
@@ -167,7 +167,7 @@ def lr_find(plugin, config_file, sets, steps, start_lr, end_lr, **flags) -> None
     run = Run(job=job, task=task, directory=out, context=context, plugins=loaded,
               precision=resolve_precision(job.train.precision, context.device))
     prepared = prepare(run)
-    phase = phase_at(prepared.strategy.phases(prepared.groups, job.train.epochs), 0)[1]
+    phase = phase_at(plan_phases(prepared.strategy, prepared.groups, job.train.epochs), 0)[1]
     result = finder.range_test(prepared.model, task.loss_function(job),
                                train_loader(prepared.data, job, torch_generator(job.train.seed)), prepared.groups,
                                phase, job.train, run.precision, context.device, start_lr=start_lr, end_lr=end_lr,

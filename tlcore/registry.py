@@ -17,12 +17,16 @@ class ParameterGroup:
     """A named slice of a model, ordered from input to output, that strategies train or freeze.
 
     Holds modules rather than bare parameters so that batch-norm layers in a
-    frozen group can be kept in evaluation mode.
+    frozen group can be kept in evaluation mode. ``is_head`` marks the output
+    part that head-only strategies train; ``fixed`` marks a part that no
+    strategy ever trains (e.g. a detector's first stages kept as pretrained):
+    it stays frozen, in evaluation mode and out of every optimizer group.
     """
 
     name: str
     modules: list[nn.Module]
     is_head: bool = False
+    fixed: bool = False
 
     def parameters(self) -> list[nn.Parameter]:
         seen: set[int] = set()

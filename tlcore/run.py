@@ -31,7 +31,7 @@ from .plugins import Plugins
 from .schedule import make_optimizer, make_scheduler
 from .seeding import seed_everything
 from .strategies import (Strategy, apply_phase, check_groups, format_table, optimizer_groups, phase_at,
-                         set_train_mode, verify_phase)
+                         plan_phases, set_train_mode, verify_phase)
 from .task import Context, DataBundle, Task, parameter_groups
 from .transfer import initialise, parse_init
 
@@ -159,7 +159,9 @@ class _RunLog:
 def make_context(plugins: Plugins, job: cfg.JobSpec, run_dir: Path | None = None) -> Context:
     device = resolve_device(job.train.device)
     cache_dir = Path(os.environ.get("TLAPP_CACHE_DIR", Path(".cache") / "tlapp"))
-    return Context(registry=plugins.registry, device=device, cache_dir=cache_dir, log=log, run_dir=run_dir)
+    init = strategy_class(plugins, job).forces_init or job.model.init
+    return Context(registry=plugins.registry, device=device, cache_dir=cache_dir, log=log, run_dir=run_dir,
+                   init=init)
 
 
 def execute(plugins: Plugins, task: Task, job: cfg.JobSpec, *, resume: bool = False,
@@ -209,8 +211,7 @@ def prepare(run: Run) -> Prepared:
     run.model = model
     groups = parameter_groups(model)
     check_groups(model, groups)
-    init = strategy.forces_init or job.model.init
-    init_report = initialise(model, model.backbone, context.registry.backbones.get(job.model.backbone), init)
+    init_report = initialise(model, model.backbone, context.registry.backbones.get(job.model.backbone), context.init)
     log.info(init_report.summary())
     return Prepared(data, model, groups, init_report, strategy)
 
@@ -252,7 +253,7 @@ def _train(run: Run, resume: bool) -> None:
     train_batches = train_loader(data, job, loader_gen)
     val_loader = DataLoader(data.val, batch_size=job.train.batch_size, shuffle=False,
                             collate_fn=data.collate_fn, num_workers=job.train.num_workers)
-    phases = strategy.phases(groups, job.train.epochs)
+    phases = plan_phases(strategy, groups, job.train.epochs)
     steps_per_epoch = math.ceil(len(train_batches) / job.train.grad_accum)
     scaler = torch.amp.GradScaler(context.device.type) if run.precision.needs_scaler else None
 

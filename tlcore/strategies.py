@@ -176,6 +176,17 @@ class Gradual(Strategy):
 BUILTIN_STRATEGIES = [Scratch, LinearProbe, Finetune, FreezeUnfreeze, Gradual]
 
 
+def plan_phases(strategy: Strategy, groups: list[ParameterGroup], epochs: int) -> list[Phase]:
+    """The strategy's phases over the groups it may train; ``fixed`` groups stay frozen in every phase."""
+    movable = [g for g in groups if not g.fixed]
+    order = [g.name for g in groups]
+    planned = []
+    for phase in strategy.phases(movable, epochs):
+        mults = {**dict(phase.lr_mult), **{g.name: None for g in groups if g.fixed}}
+        planned.append(Phase(phase.start, phase.end, tuple((n, mults[n]) for n in order), phase.train_bn))
+    return planned
+
+
 def phase_at(phases: list[Phase], epoch: int) -> tuple[int, Phase]:
     for index, phase in enumerate(phases):
         if phase.start <= epoch < phase.end:
@@ -267,6 +278,7 @@ def verify_phase(model: nn.Module, groups: list[ParameterGroup], phase: Phase,
             "parameters": sum(p.numel() for p in params),
             "trainable": mult is not None,
             "lr": expected_lr,
+            **({"fixed": True} if g.fixed else {}),
         })
     return table
 

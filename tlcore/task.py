@@ -39,13 +39,20 @@ class DataBundle:
 
 @dataclass
 class Context:
-    """What a task may use while building: the registry, the device, a cache folder, a logger."""
+    """What a task may use while building: the registry, the device, a cache folder, a logger.
+
+    ``init`` is the weight source the model will be filled from after ``build_model``
+    (``job.model.init``, or ``none`` when the strategy trains from scratch), so a task can
+    build the structure those weights need (e.g. frozen batch norm only under pretrained weights).
+    ``run_dir`` is the run directory while training, else None.
+    """
 
     registry: Registry
     device: torch.device
     cache_dir: Path
     log: logging.Logger
     run_dir: Path | None = None
+    init: str = "none"
 
 
 class Evaluator:

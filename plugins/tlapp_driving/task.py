@@ -204,8 +204,7 @@ class DrivingDetection(Task):
         if entry.name not in BUILDERS:
             raise ConfigError(f"{entry.name!r} is not a detector backbone", where="model.backbone",
                               fix=f"choose one of: {', '.join(BUILDERS)}")
-        strategy = context.registry.strategies.get(job.strategy.name)
-        init = getattr(strategy, "forces_init", None) or job.model.init
+        init = context.init
         options = {**job.model.detector_options(), **job.model.backbone_options,
                    "num_classes": num_outputs + 1, "pretrained": init != "none"}
         if entry.name == "fasterrcnn_lite0_fpn":

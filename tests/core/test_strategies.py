@@ -144,3 +144,22 @@ def test_every_phase_of_every_strategy_verifies(cls):
     assert all(a.end == b.start for a, b in zip(phases, phases[1:]))
     for phase in phases:
         state_of(net, groups, phase)
+
+
+@pytest.mark.parametrize("strategy_class", [s for s in BUILTIN_STRATEGIES])
+def test_fixed_groups_never_train_under_any_strategy(strategy_class):
+    from tlcore.strategies import plan_phases
+
+    net = Net()
+    groups = net.parameter_groups()
+    groups[0] = ParameterGroup("stem", [net.stem], fixed=True)
+    check_groups(net, groups)
+    phases = plan_phases(strategy_class(strategy_class.Options()), groups, 6)
+    for phase in phases:
+        assert [name for name, _ in phase.lr_mult] == ["stem", "stage1", "stage2", "head"]
+        lrs = state_of(net, groups, phase)
+        assert lrs["stem"] is None and lrs["head"] is not None
+        set_train_mode(net, groups, phase)
+        assert not net.stem.training
+    if strategy_class in (Scratch, Finetune):
+        assert state_of(net, groups, phases[-1])["stage1"] is not None
