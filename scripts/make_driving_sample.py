@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Write the synthetic road-scene detection sample in ``sample_data/driving/`` (KITTI 2D object format).
+"""Write the synthetic road-scene detection sample (KITTI 2D object format) in ``plugins/tlapp_driving/sample_data/``.
 
-    python scripts/make_driving_sample.py [--out sample_data/driving] [--seed 20240917] [--images 100]
+    python scripts/make_driving_sample.py [--out plugins/tlapp_driving/sample_data] [--seed 20240917] [--images 100]
 
 Everything is drawn here: a road in perspective with lane markings, roadside
 buildings, trees and poles, and cars, vans and pedestrians seen from behind or
@@ -325,7 +325,7 @@ def make_image(rng: np.random.RandomState, index: int, empty: bool) -> tuple[Ima
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sample_data" / "driving"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "plugins/tlapp_driving/sample_data"))
     parser.add_argument("--seed", type=int, default=20240917)
     parser.add_argument("--images", type=int, default=100)
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Write the support-ticket sample corpus of the text plugin into ``sample_data/text/``.
+"""Write the support-ticket sample corpus of the text plugin into ``plugins/tlapp_text/sample_data/``.
 
-    python scripts/make_text_sample.py [--out sample_data/text] [--seed 7]
+    python scripts/make_text_sample.py [--out plugins/tlapp_text/sample_data] [--seed 7]
 
 Every sentence is made up for this project from the templates below (no text is
 copied from anywhere). Four classes of customer-support tickets:
@@ -241,7 +241,7 @@ def generate(seed: int) -> dict[str, list[tuple[str, str]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "sample_data" / "text")
+    parser.add_argument("--out", type=Path, default=ROOT / "plugins" / "tlapp_text" / "sample_data")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

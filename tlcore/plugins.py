@@ -1,23 +1,32 @@
 """Finding, loading and isolating plugins.
 
 Every plugin, ours included, is found through the ``tlapp.plugins`` entry-point
-group. A plugin that fails to import, declares an unknown hook or raises in a
-``register_*`` hook is marked broken with its error; the others keep working.
+group. A plugin whose import stops at a missing third-party module is marked
+unavailable, with the ``pip install`` command that fixes it (its distribution's
+extra named after the entry point, when it declares one). A plugin that otherwise
+fails to import, declares an unknown hook or raises in a ``register_*`` hook is
+marked broken with its error. Either way the others keep working.
 ``TLAPP_PLUGINS=medical,text`` restricts which entry points load.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import Distribution, entry_points
+from importlib.util import find_spec
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, TlappError
 from .registry import Backbone, Entry, Registry
+from .task import check_task
 
 ENTRY_POINT_GROUP = "tlapp.plugins"
 CORE_PLUGIN = "tlcore"
@@ -31,6 +40,7 @@ _REGISTER_HOOKS = {
     "register_augmentations": "augmentations",
     "register_metrics": "metrics",
     "register_strategies": "strategies",
+    "register_methods": "methods",
 }
 
 
@@ -40,8 +50,9 @@ class PluginInfo:
     module: str
     package: str | None = None
     version: str | None = None
-    status: str = "ok"
+    status: str = "ok"  # ok | unavailable (a dependency is not installed) | broken
     error: str | None = None
+    fix: str | None = None  # for an unavailable plugin: the command that installs what it needs
     provides: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -52,6 +63,7 @@ class PluginInfo:
             "module": self.module,
             "status": self.status,
             "error": self.error,
+            "fix": self.fix,
             "provides": self.provides,
         }
 
@@ -105,7 +117,11 @@ class Plugins:
             except Exception as exc:  # a third party's import error must not take the others down
                 info = PluginInfo(name=ep.name, module=ep.value, package=package, version=version)
                 self.infos[ep.name] = info
-                self._mark_broken(info, f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
+                if _missing_dependency(exc, ep.module):
+                    info.status, info.error = "unavailable", f"needs a module that is not installed: {exc}"
+                    info.fix = install_command(dist, ep.name, exc.name)
+                else:
+                    self._mark_broken(info, f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
                 continue
             self.add(plugin, ep.name, package, version)
 
@@ -160,15 +176,70 @@ class Plugins:
                 f"no plugin named {name!r} is loaded{restricted}",
                 fix=f"install a package providing it; loaded plugins: {known}; see `tlapp plugins`",
             )
+        if info.status == "unavailable":
+            raise PluginError(f"plugin {name!r} is unavailable: {info.error}", fix=info.fix)
         if info.status != "ok":
             raise PluginError(f"plugin {name!r} is broken: {info.error}", fix="see `tlapp plugins` for details")
         return info
 
 
+def require_modules(*names: str) -> None:
+    """Raise ``ModuleNotFoundError`` for the first of ``names`` that is not installed, importing none of them.
+
+    For a plugin module whose dependencies are imported only when used: called at its top, the plugin
+    shows as unavailable in ``tlapp plugins``, with the command that installs them, instead of failing
+    in the middle of a run. Example::
+
+        require_modules("pycocotools", "albumentations")
+    """
+    for name in names:
+        if find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def _missing_dependency(exc: Exception, plugin_module: str) -> bool:
+    """Whether an import error means "install something": a missing module other than the plugin's own."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return False
+    return exc.name is None or exc.name.partition(".")[0] != plugin_module.partition(".")[0]
+
+
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+
+
+def _normalize(extra: str) -> str:
+    return re.sub(r"[-_.]+", "-", extra).lower()
+
+
+def declared_extras(dist: Distribution) -> set[str]:
+    """The extras a distribution's ``Requires-Dist`` lines name (``...; extra == "medical"``), normalised."""
+    return {_normalize(m) for line in dist.requires or () for m in _EXTRA_MARKER.findall(line)}
+
+
+def install_command(dist: Distribution | None, extra: str, module: str | None) -> str:
+    """``pip install 'DIST[EXTRA]'`` when the plugin's distribution declares an extra named after its entry
+    point (with the local folder instead of the name for a project installed from one, ``-e`` if editable),
+    else ``pip install MODULE``."""
+    if dist is not None and _normalize(extra) in declared_extras(dist):
+        target, editable = dist.metadata["Name"], False
+        try:
+            origin = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            origin = {}
+        if origin.get("url", "").startswith("file://") and "dir_info" in origin:
+            target = url2pathname(urlparse(origin["url"]).path)
+            editable = bool(origin["dir_info"].get("editable"))
+        return f"pip install {'-e ' if editable else ''}'{target}[{extra}]'"
+    return f"pip install {module.partition('.')[0]}" if module else "install the module named in the error"
+
+
 def _make_entry(attr: str, obj: Any, factory: Any, description: str, plugin: str) -> tuple[str, Any]:
-    if attr in ("tasks", "strategies"):
+    if attr in ("tasks", "strategies", "methods"):
         if factory is not None:
             raise TypeError(f"register({obj!r}) takes one argument for {attr}")
+        if attr == "tasks":
+            obj.plugin = plugin
+            check_task(obj)
         try:
             obj.plugin = plugin
         except AttributeError:
