@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from pathlib import Path
 
 from tlapp_medical.cache import DecodedCache
-from tlapp_medical.index import find_dicom_files
+from tlapp_medical.formats import find_dicom_files
 from tlapp_medical.pixels import PixelSettings, read_dicom
+from tlapp_medical.task import SAMPLE_DATA
 
-ROOT = Path(__file__).resolve().parents[1] / "sample_data" / "medical"
+ROOT = SAMPLE_DATA
 
 
 def main(repeats: int = 3) -> None:

@@ -23,33 +23,28 @@ wraps it; its ``backbone`` property is that detector, which is what the engine's
 Pretrained detectors (every ``--init`` but ``none``) follow torchvision's
 recipe for fine-tuning: batch norm in the feature extractor is frozen
 (statistics and affine, ``frozen_bn``), and only the top
-``trainable_backbone_layers`` stages train; the stages below hold their weights
-as buffers, so no strategy can unfreeze them and they cost no gradient. From
-scratch (``--init none``, ``--strategy scratch``) everything trains with
-ordinary batch norm.
+``trainable_backbone_layers`` stages train; the stages below are parameter
+groups marked ``fixed``, which no strategy unfreezes: they stay in evaluation
+mode and out of the optimizer in every phase. From scratch (``--init none``,
+``--strategy scratch``) everything trains with ordinary batch norm.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import urllib.parse
-import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from tlcore import Backbone, ConfigError, ParameterGroup, TlappError, unreachable
+from tlcore import IMAGENET_MEAN, IMAGENET_STD, Backbone, ConfigError, ParameterGroup, TlappError, fetch_state_dict
 
 LITE0_ENTRY = "efficientnet_lite0"
 LITE0_ARCH = "tf_efficientnet_lite0"
 LITE0_LEVELS = ("blocks.2", "blocks.4", "blocks.6")  # strides 8, 16, 32
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -135,17 +130,24 @@ def _frozen_norm(pretrained: bool, frozen_bn: bool):
     return FrozenBatchNorm2d if pretrained and frozen_bn else nn.BatchNorm2d
 
 
-def freeze_as_buffers(module: nn.Module) -> int:
-    """Turn every parameter under ``module`` into a buffer of the same name: fixed, still in the state dict."""
-    count = 0
-    for sub in module.modules():
-        for name, param in list(sub._parameters.items()):
-            if param is None:
-                continue
-            del sub._parameters[name]
-            sub.register_buffer(name, param.detach())
-            count += 1
-    return count
+class NativeSizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform that normalises and batches (padding to a multiple of 32) without resizing.
+
+    ``model.min_size: null`` selects it: small road images (and KITTI's 375 px
+    frames) are used as they are instead of being scaled to 800 px. An image
+    whose long side exceeds ``max_size`` is still shrunk to fit.
+    """
+
+    def resize(self, image, target=None):
+        h, w = image.shape[-2:]
+        if max(h, w) <= self.max_size:
+            return image, target
+        saved = self.min_size
+        self.min_size = (min(h, w),)
+        try:
+            return super().resize(image, target)
+        finally:
+            self.min_size = saved
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -171,10 +173,11 @@ def detector_groups(detector: nn.Module) -> list[ParameterGroup]:
     The RPN, box head and box predictor are the detection heads (``is_head``);
     the feature pyramid too when the weights came from an ImageNet classifier
     (``detector.fpn_is_head``), which has none: then the heads are everything
-    the pretrained source did not provide. Stages frozen by
-    ``trainable_backbone_layers`` hold no parameters and are left out.
+    the pretrained source did not provide. Stages that ``trainable_backbone_layers``
+    keeps as pretrained (``detector.fixed_stages``) are ``fixed`` groups.
     """
-    groups = [ParameterGroup(name, modules) for name, modules in backbone_stages(detector)]
+    fixed = set(getattr(detector, "fixed_stages", ()))
+    groups = [ParameterGroup(name, modules, fixed=name in fixed) for name, modules in backbone_stages(detector)]
     groups += [
         ParameterGroup("fpn", [detector.backbone.fpn], is_head=bool(getattr(detector, "fpn_is_head", False))),
         ParameterGroup("rpn", [detector.rpn.head], is_head=True),
@@ -208,8 +211,6 @@ def _anchor_generator(arch: Arch, options: DetectorOptions):
 
 def _finish(detector: nn.Module, arch: Arch, options: DetectorOptions, mean, std) -> nn.Module:
     if options.min_size is None:
-        from .native_size import NativeSizeTransform
-
         detector.transform = NativeSizeTransform(min_size=1, max_size=options.max_size, image_mean=list(mean),
                                                  image_std=list(std))
     _limit_trainable(detector, arch, options)
@@ -237,10 +238,11 @@ def _limit_trainable(detector: nn.Module, arch: Arch, options: DetectorOptions) 
         raise ConfigError(f"model.trainable_backbone_layers={k}: {arch.name} has {len(stages)} backbone stages "
                           f"({', '.join(n for n, _ in stages)})", where="model.trainable_backbone_layers",
                           fix=f"choose 0 to {len(stages)}")
-    for _, modules in stages[:len(stages) - k]:
+    fixed = stages[:len(stages) - k]
+    for _, modules in fixed:
         for module in modules:
-            freeze_as_buffers(module)
-    detector.frozen_stages = [n for n, _ in stages[:len(stages) - k]]
+            module.requires_grad_(False)
+    detector.fixed_stages = [n for n, _ in fixed]
 
 
 def build_lite0_fpn(lite0: Backbone | None = None, **kwargs: Any) -> nn.Module:
@@ -332,35 +334,18 @@ def _options(kwargs: dict[str, Any]) -> DetectorOptions:
 
 # ------------------------------------------------------------------------------------------------ weights
 
-def _unavailable(name: str, source: str, url: str, reason: str) -> TlappError:
-    return TlappError(
-        f"cannot get the {source} weights of {name!r}: {reason}",
-        where=f"{url} (torch hub cache {Path(torch.hub.get_dir()) / 'checkpoints'})",
-        fix=("run once with network access so torchvision downloads and caches them, or copy the file into "
-             "the torch hub cache; or start from --init file:PATH, --init none, or the offline backbone "
-             "fasterrcnn_lite0_fpn (--set model.backbone=fasterrcnn_lite0_fpn --init imagenet)"),
-    )
+# What a user without network access can do instead of downloading torchvision's weights.
+OFFLINE_ALTERNATIVES = ("copy the file into the torch hub cache, or start from --init file:PATH, --init none, or the "
+                        "offline backbone fasterrcnn_lite0_fpn (--set model.backbone=fasterrcnn_lite0_fpn "
+                        "--init imagenet)")
 
 
 def torchvision_state(name: str, source: str, model_name: str, tag: str) -> dict[str, torch.Tensor]:
     """A torchvision weights file: the torch hub cache first, else a download (failing fast offline)."""
     from torchvision.models import get_model_weights
 
-    weights = get_model_weights(model_name)[tag]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlsplit(weights.url).path)
-    if cached.is_file():
-        try:
-            return torch.load(cached, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means the cached file is unusable
-            raise TlappError(f"cannot read the cached {source} weights of {name!r}: {type(exc).__name__}: {exc}",
-                             where=str(cached), fix="delete the file; the next online run downloads it again") from None
-    reason = unreachable(weights.url)
-    if reason:
-        raise _unavailable(name, source, weights.url, f"not cached and {reason}")
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - whatever the download raises, the weights are unavailable
-        raise _unavailable(name, source, weights.url, f"{type(exc).__name__}: {exc}") from None
+    url = get_model_weights(model_name)[tag].url
+    return fetch_state_dict(url, f"the {source} weights of {name!r}", otherwise=OFFLINE_ALTERNATIVES)
 
 
 def _fit(module: nn.Module, state: dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":

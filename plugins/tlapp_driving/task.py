@@ -15,14 +15,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tlcore import (ConfigError, Context, DataBundle, DataError, JobSpec, ModelSpec, Section, Task,
-                    atomic_write_text, input_files)
+                    atomic_write_text, build_augmentation, input_files, write_predictions)
 
 from .datasets import DetectionDataset, ImageFiles, aspect_ratio_batches, collate
 from .formats import IMAGE_SUFFIXES, DetectionSet, ImageRecord
 from .metrics import DetectionEvaluator
 from .models import BUILDERS, LITE0_ENTRY, DetectionModel, DetectorOptions
 
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "driving"
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
 PALETTE = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55"]
 
 
@@ -175,13 +175,9 @@ class DrivingDetection(Task):
             listing = {s: [str(r.path) for r in items] for s, items in splits.items()}
             atomic_write_text(context.run_dir / "splits.json", json.dumps(listing, indent=1) + "\n")
         augment = None
-        if job.augment and for_training and splits["train"]:
-            entry = context.registry.augmentations.get_or_fail(job.augment, where="augment")
-            typical = int(statistics.median(r.height for r in splits["train"]))
-            try:
-                augment = entry.factory(typical, **job.augment_options)
-            except TypeError as exc:
-                raise ConfigError(f"bad augment_options for {job.augment!r}: {exc}", where="augment_options") from None
+        if for_training and splits["train"]:
+            typical_height = int(statistics.median(r.height for r in splits["train"]))
+            augment = build_augmentation(job, context, typical_height)
         classes = data.classes
         make = lambda items, t=None: DetectionDataset(items, classes, t, seed=job.train.seed)  # noqa: E731
         summary = {
@@ -221,9 +217,9 @@ class DrivingDetection(Task):
                               where="model.backbone_options") from None
         # Weights of an ImageNet classifier (or none) bring no feature pyramid: it trains as a head.
         detector.fpn_is_head = init in ("imagenet", "none")
-        frozen = getattr(detector, "frozen_stages", [])
-        if frozen:
-            context.log.info("backbone stages kept fixed (model.trainable_backbone_layers): %s", ", ".join(frozen))
+        fixed = getattr(detector, "fixed_stages", [])
+        if fixed:
+            context.log.info("backbone stages kept fixed (model.trainable_backbone_layers): %s", ", ".join(fixed))
         return DetectionModel(detector)
 
     def loss_function(self, job: JobSpec) -> Callable[[nn.Module, Any], tuple[torch.Tensor, int]]:
@@ -277,7 +273,9 @@ class DrivingDetection(Task):
                     records.append({"file": str(path), "width": int(original.shape[2]),
                                     "height": int(original.shape[1]), "drawn": str(image_out),
                                     "detections": found})
-        atomic_write_text(out_dir / "detections.json", json.dumps(records, indent=2) + "\n")
+        rows = [{"file": r["file"], "label": d["label"], "score": d["score"],
+                 **dict(zip(("x1", "y1", "x2", "y2"), d["box"]))} for r in records for d in r["detections"]]
+        write_predictions(records, out_dir, stem="detections", rows=rows)
         return records
 
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:

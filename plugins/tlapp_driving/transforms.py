@@ -7,20 +7,30 @@ every object stays in the picture.
 
 ``factory(image_size, **options)``: ``image_size`` is the typical image height
 of the training set (the task passes its median), used to scale effects such as
-the sun flare to the image.
+the sun flare to the image. ``PIPELINES`` is what the plugin registers.
+
+albumentations is imported by each function that uses it, not by this module, so
+that loading the plugin stays quick.
 """
 
 from __future__ import annotations
 
-import albumentations as A
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 
 def bbox_params(min_visibility: float = 0.3) -> A.BboxParams:
+    import albumentations as A
+
     return A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility,
                         min_area=4.0, clip=True, filter_invalid_bboxes=True)
 
 
 def _geometry(hflip: bool, crop: float, zoom_out: float) -> list:
+    import albumentations as A
+
     steps = []
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
@@ -33,6 +43,8 @@ def _geometry(hflip: bool, crop: float, zoom_out: float) -> list:
 
 
 def _light(strength: float) -> list:
+    import albumentations as A
+
     s = strength
     return [
         A.RandomBrightnessContrast(brightness_limit=0.25 * s, contrast_limit=0.25 * s, p=0.6),
@@ -42,6 +54,8 @@ def _light(strength: float) -> list:
 
 def night(p: float = 1.0) -> A.Sequential:
     """Night: much darker, lower contrast, gamma lifted shadows, a blue cast and sensor noise."""
+    import albumentations as A
+
     return A.Sequential([
         A.RandomBrightnessContrast(brightness_limit=(-0.55, -0.35), contrast_limit=(-0.35, -0.15), p=1.0),
         A.RandomGamma(gamma_limit=(120, 170), p=1.0),
@@ -52,6 +66,8 @@ def night(p: float = 1.0) -> A.Sequential:
 
 def weather(image_size: int | None, p: float = 0.5) -> A.OneOf:
     """One of rain, fog, sun flare, shadows or night."""
+    import albumentations as A
+
     radius = max(8, int((image_size or 128) / 3))
     return A.OneOf([
         A.RandomRain(slant_range=(-10, 10), drop_width=1, blur_value=3, brightness_coefficient=0.8, p=1.0),
@@ -64,14 +80,29 @@ def weather(image_size: int | None, p: float = 0.5) -> A.OneOf:
 
 def road_light(image_size: int | None = None, hflip: bool = True, crop: float = 0.5, zoom_out: float = 0.2,
                strength: float = 1.0, min_visibility: float = 0.3) -> A.Compose:
+    import albumentations as A
+
     return A.Compose(_geometry(hflip, crop, zoom_out) + _light(strength), bbox_params=bbox_params(min_visibility))
 
 
 def road_weather(image_size: int | None = None, hflip: bool = True, crop: float = 0.5, zoom_out: float = 0.2,
                  strength: float = 1.0, weather_p: float = 0.5, min_visibility: float = 0.3) -> A.Compose:
+    import albumentations as A
+
     return A.Compose(_geometry(hflip, crop, zoom_out) + _light(strength) + [weather(image_size, weather_p)],
                      bbox_params=bbox_params(min_visibility))
 
 
 def road_flip(image_size: int | None = None) -> A.Compose:
+    import albumentations as A
+
     return A.Compose([A.HorizontalFlip(p=0.5)], bbox_params=bbox_params())
+
+
+PIPELINES = {
+    "road-light": (road_light, "horizontal flip, box-safe crop (zoom in), slight zoom out, brightness/contrast, "
+                               "hue/saturation (options: hflip, crop, zoom_out, strength, min_visibility)"),
+    "road-weather": (road_weather, "road-light plus one of rain, fog, sun flare, shadows or night "
+                                   "(option weather_p: how often)"),
+    "road-flip": (road_flip, "horizontal flip only"),
+}

@@ -2,7 +2,7 @@
 
 from tlcore import hookimpl
 
-from . import index
+from . import formats
 from .task import DicomClassification
 from .transforms import PIPELINES
 
@@ -20,6 +20,6 @@ def register_augmentations(register):
 
 @hookimpl
 def register_dataset_formats(register):
-    register("dicom-folders", index.index_folders, "DICOM files in one sub-folder per class "
+    register("dicom-folders", formats.index_folders, "DICOM files in one sub-folder per class "
              "(optionally under train/ val/ test/)")
-    register("dicom-manifest", index.read_manifest, "CSV manifest: path,label[,patient_id][,split]")
+    register("dicom-manifest", formats.read_manifest, "CSV manifest: path,label[,patient_id][,split]")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import secrets
 from collections import Counter
@@ -13,14 +12,14 @@ from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, input_files, predict_probabilities)
+                    atomic_write_text, build_augmentation, input_files, predict_probabilities, write_predictions)
 
-from . import index
+from . import formats
 from .cache import DecodedCache
 from .datasets import DicomFrames, DicomInputs, FrameItem
 from .pixels import PixelSettings, inspect, read_dicom
 
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "medical"
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
 
 
 class DicomData(Section):
@@ -94,7 +93,7 @@ class DicomClassification(ClassificationTask):
 
     # ------------------------------------------------------------ data
 
-    def _samples(self, job: JobSpec, context: Context) -> list[index.Sample]:
+    def _samples(self, job: JobSpec, context: Context) -> list[formats.Sample]:
         root = self.data_root(job)
         manifest = job.data.manifest
         if root.is_file():
@@ -152,21 +151,18 @@ class DicomClassification(ClassificationTask):
         samples, frame_counts, bad = self._decode_all(self._samples(job, context), decoder, job, context)
         class_names = self._classes(samples, job)
         if for_training:
-            splits = index.split_by_patient(samples, val_fraction=job.data.val_fraction,
+            splits = formats.split_by_patient(samples, val_fraction=job.data.val_fraction,
                                             test_fraction=job.data.test_fraction, seed=job.train.seed,
                                             folds=job.data.folds, fold=job.data.fold)
         else:
             splits = {"train": [], "val": [], "test": samples}
         if context.run_dir is not None and for_training:
             salt = job.data.patient_salt or secrets.token_hex(16)
-            listing = {split: [{"file": str(s.path), "patient": index.patient_hash(s.patient_key, salt)}
+            listing = {split: [{"file": str(s.path), "patient": formats.patient_hash(s.patient_key, salt)}
                                for s in items] for split, items in splits.items()}
             atomic_write_text(context.run_dir / "splits.json", json.dumps(listing, indent=1) + "\n")
         backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
-        augment = None
-        if job.augment:
-            entry = context.registry.augmentations.get_or_fail(job.augment, where="augment")
-            augment = entry.factory(job.data.image_size, **job.augment_options)
+        augment = build_augmentation(job, context, job.data.image_size)
 
         def dataset(split: str, transform=None) -> DicomFrames:
             items = [FrameItem(s.path, f, self._target(s, class_names, job))
@@ -201,7 +197,7 @@ class DicomClassification(ClassificationTask):
 
     def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
                 out_dir: Path) -> list[dict[str, Any]]:
-        files = input_files(inputs, index.find_dicom_files, "DICOM files")
+        files = input_files(inputs, formats.find_dicom_files, "DICOM files")
         decoder = self._decoder(job, context)
         items, bad = [], []
         for f in files:
@@ -224,11 +220,9 @@ class DicomClassification(ClassificationTask):
                 predicted = class_names[max(range(len(p)), key=p.__getitem__)]
             records.append({"file": str(item.path), "frame": item.frame, "predicted": predicted,
                             "probabilities": dict(zip(class_names, p))})
-        atomic_write_text(out_dir / "predictions.json", json.dumps(records, indent=2) + "\n")
-        rows = [["file", "frame", "predicted", *[f"p_{c}" for c in class_names]]]
-        rows += [[r["file"], r["frame"], ";".join(r["predicted"]) if isinstance(r["predicted"], list)
-                  else r["predicted"], *[f"{r['probabilities'][c]:.6f}" for c in class_names]] for r in records]
-        atomic_write_text(out_dir / "predictions.csv", _csv(rows))
+        rows = [{"file": r["file"], "frame": r["frame"], "predicted": r["predicted"],
+                 **{f"p_{c}": f"{v:.6f}" for c, v in r["probabilities"].items()}} for r in records]
+        write_predictions(records, out_dir, rows=rows, delimiter=job.data.label_delimiter)
         return records
 
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
@@ -257,7 +251,7 @@ class DicomClassification(ClassificationTask):
             "patients": len({s.patient_key for s in usable}),
         }
         try:
-            splits = index.split_by_patient(usable, val_fraction=job.data.val_fraction,
+            splits = formats.split_by_patient(usable, val_fraction=job.data.val_fraction,
                                             test_fraction=job.data.test_fraction, seed=job.train.seed,
                                             folds=job.data.folds, fold=job.data.fold)
             report["splits"] = {k: {"files": len(v), "patients": len({s.patient_key for s in v}),
@@ -266,11 +260,3 @@ class DicomClassification(ClassificationTask):
         except DataError as exc:
             report["splits"] = {"error": exc.what}
         return report
-
-
-def _csv(rows: list[list[Any]]) -> str:
-    import io
-
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue()

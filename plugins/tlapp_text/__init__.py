@@ -7,7 +7,8 @@
   package) and ``hf-auto`` (any Hugging Face encoder folder or hub id).
 * dataset formats ``text-csv``, ``text-tsv``, ``text-jsonl``.
 
-Modules: ``plugin`` (hooks), ``task`` (the Task and its data options), ``records``
-(reading files), ``datasets`` (token ids, dynamic padding, length-grouped batches),
-``backbones`` (encoders, pooling, weights, parameter groups).
+Modules: ``plugin`` (hooks), ``task`` (the Task and its data options), ``formats``
+(the dataset formats: reading files into records), ``datasets`` (token ids, dynamic
+padding, length-grouped batches), ``models`` (encoders, pooling, weights, parameter
+groups). See README.md.
 """

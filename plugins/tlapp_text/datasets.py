@@ -10,8 +10,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
-
-from .backbones import quiet_transformers
+from .models import quiet_transformers
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from collections import Counter
@@ -14,14 +12,14 @@ from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, predict_probabilities)
+                    atomic_write_text, predict_probabilities, write_predictions)
 
-from .backbones import MINILM, TextBackbone
 from .datasets import Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode, length_stats
-from .records import (FORMATS, SPLITS, Columns, Problem, ReadResult, Record, decode, describe, find_files, format_of,
+from .formats import (FORMATS, SPLITS, Columns, Problem, ReadResult, Record, decode, describe, find_files, format_of,
                       stratified_split)
+from .models import MINILM, TextBackbone
 
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "text"
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
 METRICS = ["accuracy", "f1_macro", "precision_per_class", "recall_per_class", "f1_per_class", "confusion_matrix",
            "auroc"]
 PLAIN_SUFFIXES = {".txt", ".text", ""}
@@ -305,13 +303,10 @@ class TextClassification(ClassificationTask):
                 predicted = class_names[max(range(len(p)), key=p.__getitem__)]
             records.append({"source": source, "text": text, "predicted": predicted,
                             "probabilities": dict(zip(class_names, p)), "truncated": encoded.truncated[i]})
-        atomic_write_text(out_dir / "predictions.json", json.dumps(records, indent=2, ensure_ascii=False) + "\n")
-        rows = [["source", "text", "predicted", *[f"p_{c}" for c in class_names], "truncated"]]
-        rows += [[r["source"], r["text"],
-                  job.data.label_delimiter.join(r["predicted"]) if isinstance(r["predicted"], list) else r["predicted"],
-                  *[f"{r['probabilities'][c]:.6f}" for c in class_names], str(r["truncated"]).lower()]
-                 for r in records]
-        atomic_write_text(out_dir / "predictions.csv", _csv(rows))
+        rows = [{"source": r["source"], "text": r["text"], "predicted": r["predicted"],
+                 **{f"p_{c}": f"{v:.6f}" for c, v in r["probabilities"].items()}, "truncated": r["truncated"]}
+                for r in records]
+        write_predictions(records, out_dir, rows=rows, delimiter=job.data.label_delimiter)
         return records
 
     # ------------------------------------------------------------ preflight
@@ -375,9 +370,3 @@ def _run_classes(context: Context) -> list[str] | None:
     except (OSError, ValueError):
         return None
     return list(names) if isinstance(names, list) and names else None
-
-
-def _csv(rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()

@@ -2,7 +2,7 @@
 
 from tlcore import hookimpl
 
-from .backbones import vision_backbones
+from .models import vision_backbones
 
 
 @hookimpl

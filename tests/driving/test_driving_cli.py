@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -105,6 +106,9 @@ def test_kitti_run_metrics_predictions_and_whole_detector_transfer(tlapp, make_k
     rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
     assert (drawn == rgb).all(axis=2).sum() > (original == rgb).all(axis=2).sum() + 20
     assert (tmp_path / "pred" / "label_2" / "000000.txt").read_text().count("\n") == len(first["detections"])
+    rows = list(csv.DictReader((tmp_path / "pred" / "detections.csv").read_text().splitlines()))
+    assert len(rows) == sum(len(r["detections"]) for r in records)
+    assert rows[0]["file"] == inputs[0] and float(rows[0]["x2"]) == first["detections"][0]["box"][2]
 
     # run:DIR transfers the whole detector; a predictor for another class count is reported as skipped.
     code, out, err = tlapp("run", "--plugin", "driving", "--data", str(data), "--output", "run2", *FAST,

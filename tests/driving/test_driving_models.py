@@ -11,7 +11,7 @@ from torch import nn
 
 from tlapp_driving import models
 from tlapp_driving.models import DetectionModel, build_lite0_fpn, build_mobilenet_v3_fpn, build_resnet50_fpn_v2
-from tlcore import ConfigError, TlappError
+from tlcore import ConfigError, TlappError, downloads
 from tlcore.plugins import load_plugins
 from tlcore.strategies import check_groups
 from tlcore.transfer import initialise
@@ -35,25 +35,36 @@ def test_lite0_groups_from_input_to_output_with_heads_last(registry):
     detector = build_lite0_fpn(lite0=registry.backbones["efficientnet_lite0"], num_classes=4, **SMALL)
     _, groups = groups_of(detector)
     names = [g.name for g in groups]
-    assert names == [f"blocks.{i}" for i in range(1, 7)] + ["fpn", "rpn", "roi_box_head", "box_predictor"]
+    assert names == ["stem"] + [f"blocks.{i}" for i in range(7)] + ["fpn", "rpn", "roi_box_head", "box_predictor"]
     assert [g.name for g in groups if g.is_head] == ["rpn", "roi_box_head", "box_predictor"]
-    assert detector.frozen_stages == ["stem", "blocks.0"]  # default: the top 6 of 8 stages train
+    assert [g.name for g in groups if g.fixed] == ["stem", "blocks.0"]  # default: the top 6 of 8 stages train
+    assert detector.fixed_stages == ["stem", "blocks.0"]
 
 
-def test_trainable_backbone_layers_fix_the_lower_stages_as_buffers(registry):
+def test_trainable_backbone_layers_fix_the_lower_stages(registry):
     lite0 = registry.backbones["efficientnet_lite0"]
     detector = build_lite0_fpn(lite0=lite0, num_classes=4, trainable_backbone_layers=2, **SMALL)
-    _, groups = groups_of(detector)
-    assert [g.name for g in groups][:2] == ["blocks.5", "blocks.6"]
+    model, groups = groups_of(detector)
+    assert [g.name for g in groups if g.fixed] == ["stem"] + [f"blocks.{i}" for i in range(5)]
+    assert all(not p.requires_grad for g in groups if g.fixed for p in g.parameters())
     state = detector.state_dict()
-    assert "backbone.body.net.blocks.3.0.conv_pw.weight" in state  # still saved and loaded by name
-    assert not any(n.startswith("backbone.body.net.blocks.3.") for n, _ in detector.named_parameters())
+    assert "backbone.body.net.blocks.3.0.conv_pw.weight" in state  # saved and loaded by name, as before
+    # No strategy trains a fixed stage: it stays frozen, in evaluation mode and out of the optimizer.
+    from tlcore.strategies import Finetune, apply_phase, optimizer_groups, plan_phases, set_train_mode
+
+    phase = plan_phases(Finetune.from_spec({}), groups, epochs=2)[0]
+    apply_phase(model, groups, phase)
+    set_train_mode(model, groups, phase)
+    trained = {id(p) for og in optimizer_groups(groups, phase, 0.01) for p in og["params"]}
+    fixed_stage, trained_stage = detector.backbone.body.net.blocks[3], detector.backbone.body.net.blocks[5]
+    assert not fixed_stage.training and not any(id(p) in trained for p in fixed_stage.parameters())
+    assert trained_stage.training and all(id(p) in trained for p in trained_stage.parameters())
     # batch norm of a pretrained backbone is frozen, statistics and affine
     from timm.layers import FrozenBatchNormAct2d
 
     assert isinstance(detector.backbone.body.net.blocks[6][0].bn1, FrozenBatchNormAct2d)
     everything = build_lite0_fpn(lite0=lite0, num_classes=4, trainable_backbone_layers=8, **SMALL)
-    assert groups_of(everything)[1][0].name == "stem"
+    assert not any(g.fixed for g in groups_of(everything)[1])
     with pytest.raises(ConfigError, match="trainable_backbone_layers"):
         build_lite0_fpn(lite0=lite0, num_classes=4, trainable_backbone_layers=9, **SMALL)
 
@@ -76,7 +87,8 @@ def test_torchvision_detectors(build, first, frozen):
 
     detector = build(num_classes=3, proposals_train=20, proposals_test=20)
     _, groups = groups_of(detector)
-    assert groups[0].name == first and detector.frozen_stages == frozen
+    assert [g.name for g in groups if g.fixed] == frozen and detector.fixed_stages == frozen
+    assert [g.name for g in groups if not g.fixed][0] == first
     assert [g.name for g in groups][-4:] == ["fpn", "rpn", "roi_box_head", "box_predictor"]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in detector.backbone.body.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in detector.backbone.body.modules())
@@ -148,7 +160,7 @@ def test_downloadable_weights_fail_fast_offline(tmp_path, monkeypatch, registry)
         assert "downloads are switched off" in err.value.what and "--init none" in err.value.fix
     # without the flag, an unreachable server is detected by a short connection probe, not a long download
     monkeypatch.delenv("TLAPP_OFFLINE")
-    monkeypatch.setattr(models, "unreachable", lambda url: f"offline? cannot reach {url}")
+    monkeypatch.setattr(downloads, "unreachable", lambda url: f"offline? cannot reach {url}")
     with pytest.raises(TlappError, match="offline\\?"):
         initialise(model, model.backbone, entry, "coco")
     assert os.environ.get("TLAPP_OFFLINE") is None

@@ -190,6 +190,7 @@ def test_bad_window_fails_before_reading_data(dataset, tlapp):
     assert code == 2 and "'data.frames'" in err
 
 
+@pytest.mark.slow
 def test_sample_data_main_job_runs(tlapp):
     code, out, err = tlapp("run", "--plugin", "medical", "--output", "main", "--epochs", "1")
     assert code == 0, err

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tlapp_text import backbones
+from tlapp_text import models
 
 
 @pytest.fixture(autouse=True)
@@ -12,4 +12,4 @@ def only_text_plugin(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return backbones.load_tokenizer(backbones.MINILM)
+    return models.load_tokenizer(models.MINILM)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from tlapp_text import backbones as B
+from tlapp_text import models as B
 from tlapp_text import task as text_task
 from tlapp_text.datasets import LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode
 

@@ -24,6 +24,8 @@ def cli(*args: str) -> int:
         return exc.code if isinstance(exc.code, int) else 1
 
 
+# Every test using this fixture is marked slow: it trains the sample twice. test_multilabel_run_and_prediction
+# keeps a quick run and prediction in `pytest -m "not slow"`.
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The sample trained twice with the recipe (2 epochs): from MiniLM's weights and from scratch."""
@@ -40,6 +42,7 @@ def metrics(root: Path, name: str) -> dict:
     return json.loads((root / name / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_run_on_the_sample_writes_metrics(runs):
     root, codes = runs
     assert codes == {"pretrained": 0, "scratch": 0}
@@ -57,6 +60,7 @@ def test_run_on_the_sample_writes_metrics(runs):
     assert (root / "pretrained" / "checkpoints" / "best.pt").exists()
 
 
+@pytest.mark.slow
 def test_pretrained_beats_scratch_on_the_paraphrased_test_split(runs):
     root, _ = runs
     pretrained, scratch = metrics(root, "pretrained"), metrics(root, "scratch")
@@ -84,6 +88,7 @@ def read_predictions(folder: Path) -> tuple[list[dict], list[dict]]:
     return records, rows
 
 
+@pytest.mark.slow
 def test_predict_from_a_text_file_and_a_csv(in_runs, tmp_path):
     run, tlapp = in_runs
     texts = tmp_path / "tickets.txt"
@@ -106,6 +111,7 @@ def test_predict_from_a_text_file_and_a_csv(in_runs, tmp_path):
                              "truncated"]
 
 
+@pytest.mark.slow
 def test_predict_from_stdin(in_runs, monkeypatch):
     run, tlapp = in_runs
     monkeypatch.setattr(sys, "stdin", io.StringIO("where is my package\nplease delete my profile\n"))
@@ -115,6 +121,7 @@ def test_predict_from_stdin(in_runs, monkeypatch):
     assert [(r["source"], r["predicted"]) for r in records] == [("<stdin>:1", "shipping"), ("<stdin>:2", "account")]
 
 
+@pytest.mark.slow
 def test_predict_reports_bad_inputs(in_runs, tmp_path):
     run, tlapp = in_runs
     code, _, err = tlapp("predict", "--run", str(run), str(tmp_path / "missing.txt"))
@@ -126,6 +133,7 @@ def test_predict_reports_bad_inputs(in_runs, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:No positive samples in targets")
+@pytest.mark.slow
 def test_evaluate_on_new_data_uses_the_runs_classes(in_runs, tmp_path):
     run, tlapp = in_runs
     subset = tmp_path / "few.csv"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tlcore import ConfigError, DataError
-from tlapp_text.records import Columns
+from tlapp_text.formats import Columns
 
 from text_helpers import small_corpus, task_job, write_csv, write_jsonl
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
+from tlapp_text.task import SAMPLE_DATA
 from tlcore.plugins import load_plugins
 from tlcore.run import make_context, resolve_job
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "sample_data" / "text"
+SAMPLE = SAMPLE_DATA
 
 
 def write_csv(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("text", "label"), sep: str = ",") -> Path:

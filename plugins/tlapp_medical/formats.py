@@ -1,4 +1,5 @@
-"""Find, label and split a DICOM data set: headers only, no pixel decoding.
+"""The dataset formats ``dicom-folders`` and ``dicom-manifest``: find, label and split a DICOM data set,
+reading headers only (pixels are decoded by :mod:`tlapp_medical.pixels`).
 
 Three steps, each usable alone:
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tlcore import ConfigError, TlappError
+from tlcore import ConfigError, TlappError, downloads
 from tlcore.strategies import check_groups
 from tlcore.transfer import initialise
-from tlapp_text import backbones as B
+from tlapp_text import models as B
 from tlapp_text import plugin
 from tlapp_text.datasets import PadCollate, encode
 
@@ -136,7 +136,7 @@ def test_hf_auto_fails_clearly_offline_and_on_missing_folders(monkeypatch, tmp_p
 
     # Without the offline switch, an unreachable hub fails within the probe's timeout.
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(B, "unreachable", lambda url: "offline? cannot reach huggingface.co:443")
+    monkeypatch.setattr(downloads, "unreachable", lambda url: "offline? cannot reach huggingface.co:443")
     with pytest.raises(TlappError, match="cannot reach huggingface.co"):
         backbone.tokenizer(path="tlapp-tests/no-such-model")
 

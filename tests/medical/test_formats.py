@@ -1,4 +1,4 @@
-"""tlapp_medical.index: finding, labelling and patient-wise splitting of DICOM data sets."""
+"""tlapp_medical.formats: finding, labelling and patient-wise splitting of DICOM data sets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tlapp_medical.index import (
+from tlapp_medical.formats import (
     Sample,
     find_dicom_files,
     index_dataset,
@@ -23,10 +23,11 @@ from tlapp_medical.index import (
     split_by_patient,
     split_counts,
 )
+from tlapp_medical.task import SAMPLE_DATA
 from tlcore import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "sample_data" / "medical"
+SAMPLE = SAMPLE_DATA
 GENERATOR = REPO / "scripts" / "make_medical_sample.py"
 
 
@@ -477,7 +478,7 @@ def test_sample_repr_hides_the_patient_key(tmp_path, make_dicom):
 # the shipped synthetic sample
 # ------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="sample_data/medical not generated")
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="the medical sample data is not generated")
 def test_sample_data_indexes_and_splits_by_patient():
     samples = index_folders(SAMPLE)
     assert 150 <= len(samples) <= 200

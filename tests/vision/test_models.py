@@ -1,25 +1,20 @@
-"""The vision plugin's backbones: real offline lite0 weights, groups, offline failures."""
+"""The vision plugin's backbones: building, offline lite0 weights through the plugin, groups, offline failures."""
 
 from __future__ import annotations
 
-
 import time
-import zipfile
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from tlcore import Backbone, PluginError, TlappError
+from tlcore import Backbone, TlappError
 from tlcore import downloads
 from tlcore.downloads import OFFLINE_FLAGS
-from tlapp_vision import backbones as B
+from tlapp_vision import models as B
 from tlapp_vision import plugin
-
-skimage_data = pytest.importorskip("skimage.data")
+from tlapp_vision.lite0_weights import LITE0, LITE0_ARCH, LITE0_MEAN, LITE0_STD, imagenet_classifier, lite0_state_dict
 
 ESPRESSO = 967
-CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
 def registered() -> dict[str, Backbone]:
@@ -28,53 +23,10 @@ def registered() -> dict[str, Backbone]:
     return {b.name: b for b in got}
 
 
-def as_input(image, mean, std, size: int = 224) -> torch.Tensor:
-    x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
-@pytest.fixture(scope="module")
-def coffee() -> torch.Tensor:
-    return as_input(skimage_data.coffee(), B.HALF, B.HALF)
-
-
-@pytest.fixture(scope="module")
-def chelsea() -> torch.Tensor:
-    return as_input(skimage_data.chelsea(), B.HALF, B.HALF)
-
-
-# --- efficientnet_lite0: the shipped weights --------------------------------------------------
-
-def test_lite0_file_is_the_legacy_pickle_and_maps_onto_timm():
-    path = B.lite0_weights_path()
-    assert path.name == "efficientnet-lite0-57934424.pth"
-    assert not zipfile.is_zipfile(path)  # pre-1.6 format, still loadable with weights_only=True
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    assert len(raw) == B.LITE0_TENSORS
-    assert list(raw)[0] == "_conv_stem.weight" and list(raw)[-1] == "_fc.bias"
-
-    mapped = B.lite0_state_dict()
-    assert len(mapped) == B.LITE0_TENSORS
-    assert list(mapped)[:2] == ["conv_stem.weight", "bn1.weight"]
-    assert mapped["classifier.weight"].shape == (1000, 1280)
-    assert mapped["classifier.bias"].shape == (1000,)
-    for (_, a), (_, b) in zip(raw.items(), mapped.items()):
-        assert a is b or torch.equal(a, b)
-
-
-def test_lite0_imagenet_classifier_recognises_espresso_and_a_cat(coffee, chelsea):
-    model = B.imagenet_classifier()
-    with torch.no_grad():
-        logits = model(torch.cat([coffee, chelsea]))
-    top = logits.argmax(dim=1).tolist()
-    assert top[0] == ESPRESSO, top
-    assert top[1] in CATS, top
-    assert logits.softmax(1)[0, ESPRESSO] > 0.5
-
+# --- efficientnet_lite0 through the plugin ------------------------------------------------------
 
 def test_lite0_through_the_plugin_has_1280_pretrained_features(coffee):
-    backbone = registered()[B.LITE0]
+    backbone = registered()[LITE0]
     assert backbone.mean == backbone.std == (0.5, 0.5, 0.5)
     torch.manual_seed(0)
     module = backbone.build().eval()
@@ -91,31 +43,9 @@ def test_lite0_through_the_plugin_has_1280_pretrained_features(coffee):
     assert not torch.allclose(features, random_features, atol=1e-3)
 
     # The loaded backbone's features under the shipped ImageNet head still say espresso.
-    full = B.lite0_state_dict()
+    full = lite0_state_dict()
     logits = features @ full["classifier.weight"].T + full["classifier.bias"]
     assert logits.argmax().item() == ESPRESSO
-
-
-def test_lite0_mapping_is_checked_by_order_and_shape(monkeypatch):
-    good = torch.load(B.lite0_weights_path(), map_location="cpu", weights_only=True)
-    keys = list(good)
-
-    swapped = dict(good)
-    items = list(swapped.items())
-    items[6], items[12] = items[12], items[6]  # two weights of different shapes in block 0
-    monkeypatch.setattr(B, "_read_lite0_file", lambda path: dict(items))
-    with pytest.raises(TlappError, match=r"tensor #6 is '_blocks.0._project_conv.weight'"):
-        B.load_lite0_imagenet(B.build_lite0())
-
-    kinds = list(good.items())
-    kinds[1], kinds[2] = kinds[2], kinds[1]  # _bn0.weight <-> _bn0.bias: same shape, other kind
-    monkeypatch.setattr(B, "_read_lite0_file", lambda path: dict(kinds))
-    with pytest.raises(TlappError, match=r"tensor #1 is '_bn0.bias' \(32,\) in the file but 'bn1.weight'"):
-        B.lite0_state_dict()
-
-    monkeypatch.setattr(B, "_read_lite0_file", lambda path: {k: good[k] for k in keys[:-2]})
-    with pytest.raises(TlappError, match="holds 294 tensors"):
-        B.lite0_state_dict()
 
 
 def test_weights_that_do_not_fit_the_module_are_refused():
@@ -131,7 +61,7 @@ def test_weights_that_do_not_fit_the_module_are_refused():
 
 def test_plugin_registers_the_expected_backbones():
     names = set(registered())
-    assert {B.LITE0, "resnet18", "resnet50", "convnext_tiny", "efficientnet_b0",
+    assert {LITE0, "resnet18", "resnet50", "convnext_tiny", "efficientnet_b0",
             "mobilenetv3_large_100", "torchvision/resnet18", "torchvision/resnet50"} <= names
     for backbone in registered().values():
         assert "imagenet" in backbone.weights
@@ -142,8 +72,8 @@ def test_declared_mean_std_are_those_of_the_downloaded_weights():
     import timm
     import torchvision
 
-    cfg = timm.models.get_pretrained_cfg(B.LITE0_ARCH)
-    assert (tuple(cfg.mean), tuple(cfg.std)) == (B.HALF, B.HALF)
+    cfg = timm.models.get_pretrained_cfg(LITE0_ARCH)
+    assert (tuple(cfg.mean), tuple(cfg.std)) == (LITE0_MEAN, LITE0_STD)
     for name, (arch, mean, std) in B.TIMM_BACKBONES.items():
         cfg = timm.models.get_pretrained_cfg(arch)
         assert (tuple(cfg.mean), tuple(cfg.std)) == (mean, std), name
@@ -154,7 +84,7 @@ def test_declared_mean_std_are_those_of_the_downloaded_weights():
 
 
 EXPECTED_GROUPS = {
-    B.LITE0: ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head"],
+    LITE0: ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head"],
     "efficientnet_b0": ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head"],
     "resnet18": ["stem", "layer1", "layer2", "layer3", "layer4"],
     "torchvision/resnet50": ["stem", "layer1", "layer2", "layer3", "layer4"],
@@ -202,17 +132,8 @@ def test_groups_cover_each_parameter_once_from_input_to_output(name):
 
 
 def test_groups_of_a_full_model_put_the_classifier_last():
-    groups = B.parameter_groups(B.imagenet_classifier())
+    groups = B.parameter_groups(imagenet_classifier())
     assert [g.name for g in groups][-1] == "classifier"
-
-
-def test_partition_check_catches_lost_and_doubled_parameters():
-    module = B.build_timm("resnet18")
-    groups = B.parameter_groups(module)
-    with pytest.raises(PluginError, match="3 ungrouped .*conv1.weight"):
-        B.check_partition(module, groups[1:])  # stem (conv1 + bn1) left out
-    with pytest.raises(PluginError, match="in several groups"):
-        B.check_partition(module, groups + [groups[1]])
 
 
 # --- online-only backbones, offline ----------------------------------------------------------
@@ -238,14 +159,14 @@ def _assert_helpful(error: TlappError, name: str) -> None:
     assert repr(name) in text
     assert "--init file:PATH" in text and "--init none" in text
     assert "run once with network access" in text
-    assert repr(B.LITE0) in text
+    assert repr(LITE0) in text
 
 
 @pytest.mark.parametrize("name", ["resnet18", "torchvision/resnet18"])
 def test_download_failure_becomes_a_quick_helpful_error(name, monkeypatch, empty_caches):
-    monkeypatch.setattr(B, "unreachable", lambda url: None)  # server looks reachable
+    monkeypatch.setattr(downloads, "unreachable", lambda url: None)  # server looks reachable
     monkeypatch.setattr(B, "download_timm", _no_network)
-    monkeypatch.setattr(B, "download_torchvision", _no_network)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _no_network)
     backbone = registered()[name]
     module = backbone.build()
     start = time.monotonic()
@@ -259,9 +180,9 @@ def test_download_failure_becomes_a_quick_helpful_error(name, monkeypatch, empty
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "torchvision/resnet50"])
 def test_unreachable_server_fails_before_downloading(name, monkeypatch, empty_caches):
-    monkeypatch.setattr(B, "unreachable", lambda url: f"offline? cannot reach {url} (simulated)")
+    monkeypatch.setattr(downloads, "unreachable", lambda url: f"offline? cannot reach {url} (simulated)")
     monkeypatch.setattr(B, "download_timm", _must_not_run)
-    monkeypatch.setattr(B, "download_torchvision", _must_not_run)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _must_not_run)
     backbone = registered()[name]
     with pytest.raises(TlappError, match="offline\\? cannot reach") as info:
         backbone.weights["imagenet"](backbone.build())
@@ -285,7 +206,7 @@ def test_cached_timm_weights_load_without_network(monkeypatch, tmp_path, empty_c
     path = tmp_path / "model.pth"
     torch.save(saved, path)
     monkeypatch.setattr(B, "find_cached_timm", lambda arch: str(path))
-    monkeypatch.setattr(B, "unreachable", _must_not_run)
+    monkeypatch.setattr(downloads, "unreachable", _must_not_run)
     monkeypatch.setattr(B, "download_timm", _must_not_run)
     backbone = registered()["resnet18"]
     module = backbone.build()
@@ -303,8 +224,8 @@ def test_cached_torchvision_weights_load_without_network(monkeypatch, tmp_path, 
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(saved, checkpoints / url.rsplit("/", 1)[-1])
-    monkeypatch.setattr(B, "unreachable", _must_not_run)
-    monkeypatch.setattr(B, "download_torchvision", _must_not_run)
+    monkeypatch.setattr(downloads, "unreachable", _must_not_run)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _must_not_run)
     backbone = registered()["torchvision/resnet18"]
     module = backbone.build()
     state = backbone.weights["imagenet"](module)
