@@ -3,20 +3,31 @@
 Plugins import only what this module exports; everything else is private to the core.
 """
 
+from .augmentation import build_augmentation
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .classification import (ClassificationEvaluator, ClassificationModel, ClassificationTask, ClassifierSpec,
                              build_classifier, predict_probabilities)
 from .config import JobSpec, ModelSpec, Section
-from .downloads import offline_flag, unreachable
+from .downloads import (fetch_pretrained, fetch_state_dict, huggingface_url, offline_flag, torch_hub_checkpoint,
+                        unreachable)
 from .errors import ConfigError, DataError, PluginError, TlappError, TrainingError
 from .hookspecs import hookimpl
-from .registry import Backbone, Entry, ParameterGroup
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .plugins import require_modules
+from .predictions import write_predictions
+from .registry import Backbone, Catalog, Entry, ParameterGroup, Registry
+from .methods import Method, MethodOptions, Supervised, seeded_loader
 from .seeding import EpochSeeded, sample_seed
 from .strategies import Phase, Strategy, StrategyOptions
-from .task import Context, DataBundle, Evaluator, Task, input_files
+from .task import BackboneHeadModel, Context, DataBundle, Evaluator, Task, TransferModel, input_files
+from .run import Run
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "Backbone",
+    "BackboneHeadModel",
+    "Catalog",
     "ClassificationEvaluator",
     "ClassificationModel",
     "ClassificationTask",
@@ -25,27 +36,41 @@ __all__ = [
     "Context",
     "DataBundle",
     "DataError",
-    "EpochSeeded",
     "Entry",
+    "EpochSeeded",
     "Evaluator",
     "JobSpec",
+    "Method",
+    "MethodOptions",
     "ModelSpec",
     "ParameterGroup",
     "Phase",
     "PluginError",
+    "Registry",
+    "Run",
     "Section",
     "Strategy",
     "StrategyOptions",
+    "Supervised",
     "Task",
     "TlappError",
     "TrainingError",
+    "TransferModel",
     "atomic_write_bytes",
     "atomic_write_text",
+    "build_augmentation",
     "build_classifier",
+    "fetch_pretrained",
+    "fetch_state_dict",
     "hookimpl",
+    "huggingface_url",
     "input_files",
     "offline_flag",
     "predict_probabilities",
+    "require_modules",
     "sample_seed",
+    "seeded_loader",
+    "torch_hub_checkpoint",
     "unreachable",
+    "write_predictions",
 ]

@@ -18,6 +18,7 @@ from torch import nn
 
 from .features import extract_features
 from .strategies import Strategy, StrategyOptions
+from .task import uses_feature_cache
 
 
 class AutoOptions(StrategyOptions):
@@ -55,7 +56,7 @@ class Auto(Strategy):
         data, model, job = prepared.data, prepared.model, run.job
         measured: dict[str, Any] = {"train_samples": len(data.train), "classes": data.num_outputs,
                                     "transferred_tensors": prepared.init_report.loaded}
-        if not getattr(model, "supports_feature_cache", False):
+        if not uses_feature_cache(model):
             return measured
         args = (job.train.batch_size, data.collate_fn, job.train.num_workers, run.precision, run.context.device)
         train = extract_features(model, data.train, *args)

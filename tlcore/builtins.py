@@ -9,6 +9,7 @@ from torchmetrics import classification as tmc
 
 from .hookspecs import hookimpl
 from .auto import Auto
+from .methods import BUILTIN_METHODS
 from .strategies import BUILTIN_STRATEGIES
 
 
@@ -82,6 +83,12 @@ def register_metrics(register):
     register("confusion_matrix", _classification_metric(tmc.MulticlassConfusionMatrix,
                                                         tmc.MultilabelConfusionMatrix),
              "rows: true class, columns: predicted class (multi-label: one 2x2 per label)")
+
+
+@hookimpl
+def register_methods(register):
+    for method in BUILTIN_METHODS:
+        register(method)
 
 
 @hookimpl

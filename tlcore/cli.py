@@ -55,15 +55,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
-    """List plugins: name, version, package, what each provides, status."""
+    """List plugins: name, version, package, what each provides, status (ok, unavailable, broken)."""
     loaded = load_plugins()
     infos = [info.as_dict() for info in loaded.infos.values()]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
     for info in infos:
-        status = info["status"] if info["status"] == "ok" else f"BROKEN: {info['error']}"
+        if info["status"] == "ok":
+            status = "ok"
+        elif info["status"] == "unavailable":  # a dependency is not installed; `fix` says what to install
+            status = f"unavailable: {info['error']}"
+        else:
+            status = f"BROKEN: {info['error']}"
         click.echo(f"{info['name']} {info['version'] or ''} ({info['package'] or info['module']}): {status}")
+        if info["fix"]:
+            click.echo(f"    fix: {info['fix']}")
         for kind, names in info["provides"].items():
             click.echo(f"    {kind}: {', '.join(names)}")
 
@@ -279,6 +286,24 @@ def data_check(plugin: str, data_path: str | None, config_file: str | None, sets
     if json_path:
         atomic_write_text(Path(json_path), text + "\n")
     click.echo(text)
+
+
+@cli.command("init-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(), help="Folder to write, new or empty "
+              "(default ./tlapp-NAME).")
+def init_plugin(name: str, directory: str | None) -> None:
+    """Write a new plugin package: an image-folder task, a head, sample images and a test."""
+    from .scaffold import write_plugin
+
+    target, files = write_plugin(name, Path(directory) if directory else None)
+    click.echo(f"wrote plugin {name!r} to {target}:")
+    for f in files:
+        if "sample_data" not in f.parts:
+            click.echo(f"    {f}")
+    click.echo(f"    (and {sum('sample_data' in f.parts for f in files)} sample images)")
+    click.echo(f"next:\n    cd {target} && pip install -e \".[test]\"\n    tlapp plugins\n"
+               f"    tlapp run --plugin {name} --epochs 1\n    python -m pytest")
 
 
 def main(argv: list[str] | None = None) -> None:

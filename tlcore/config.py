@@ -71,6 +71,13 @@ class StrategySpec(BaseModel):
     name: str = "finetune"
 
 
+class MethodSpec(BaseModel):
+    """``name`` of the training method plus its own options, validated by that method."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "supervised"
+
+
 class JobSpec(Section):
     plugin: str
     task: str | None = None
@@ -78,6 +85,7 @@ class JobSpec(Section):
     model: ModelSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
     augment: str | None = Field(None, description="augmentation pipeline name; null: none")
     augment_options: dict[str, Any] = Field(default_factory=dict)
     output: str | None = None
@@ -88,7 +96,7 @@ def job_model(data_options: type[BaseModel], model_options: type[ModelSpec] = Mo
     return create_model(
         "JobSpec",
         __base__=JobSpec,
-        data=(data_options, ...),
+        data=(data_options, Field(default_factory=data_options)),
         model=(model_options, ...),
     )
 

@@ -7,6 +7,8 @@ makes later epochs cost only the head.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -15,6 +17,7 @@ from .device import Precision
 from .engine import to_device
 from .registry import ParameterGroup
 from .strategies import Phase
+from .task import uses_feature_cache
 
 
 class HeadOnly(nn.Module):
@@ -29,12 +32,14 @@ class HeadOnly(nn.Module):
 
 
 def cache_decision(model: nn.Module, groups: list[ParameterGroup], phase: Phase, augment: str | None,
-                   enabled: bool) -> tuple[bool, str]:
+                   enabled: bool, method_allows: bool = True) -> tuple[bool, str]:
     """Whether the phase may train on cached features, and why (recorded in metrics.json)."""
     if not enabled:
         return False, "disabled by train.feature_cache"
-    if not getattr(model, "supports_feature_cache", False):
+    if not uses_feature_cache(model):
         return False, "the model is not backbone-then-head"
+    if not method_allows:
+        return False, "the training method needs more than the head's outputs"
     if any(phase.mult(g.name) is not None for g in groups if not g.is_head):
         return False, "the phase trains backbone groups"
     if phase.train_bn:
@@ -42,6 +47,34 @@ def cache_decision(model: nn.Module, groups: list[ParameterGroup], phase: Phase,
     if augment:
         return False, f"augmentation {augment!r} changes inputs every epoch"
     return True, "backbone frozen and inputs fixed"
+
+
+class FeatureCache:
+    """Backbone features of the train and validation splits, valid while the backbone does not change.
+
+    ``for_phase`` is called at every phase change: a phase that trains any backbone group makes
+    the cached features stale, so a strategy going head, then everything, then head again
+    extracts afresh for its second head-only phase instead of training on old features.
+    """
+
+    def __init__(self, model: nn.Module, datasets: dict[str, Any], batch_size: int, collate_fn,
+                 num_workers: int, precision: Precision, device: torch.device):
+        self.model = model
+        self.datasets = datasets
+        self.args = (batch_size, collate_fn, num_workers, precision, device)
+        self.features: dict[str, TensorDataset] | None = None
+        self.extractions = 0
+
+    def for_phase(self, use: bool) -> None:
+        if not use:
+            self.features = None
+
+    def get(self) -> dict[str, TensorDataset]:
+        if self.features is None:
+            self.features = {split: extract_features(self.model, dataset, *self.args)
+                             for split, dataset in self.datasets.items()}
+            self.extractions += 1
+        return self.features
 
 
 @torch.no_grad()

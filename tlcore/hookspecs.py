@@ -103,6 +103,23 @@ def register_strategies(register):
 
 
 @hookspec
+def register_methods(register):
+    """Offer training methods: ``register(method_class)``, a subclass of ``tlcore.Method``.
+
+    A method is what a step's loss needs beyond the model and the labelled batch:
+    extra modules moved to the device with the model (a teacher, a domain
+    discriminator), extra data streams drawn alongside the training loader
+    (unlabelled target data) and the loss computed from all of them. The job
+    picks one with ``method.name`` (default ``supervised``, the task's own loss);
+    its options are ``method.<key>``. Example::
+
+        @hookimpl
+        def register_methods(register):
+            register(DomainAdversarial)
+    """
+
+
+@hookspec
 def on_run_start(run):
     """Called once before the first epoch, with the ``tlcore.Run`` (config, paths, model).
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import difflib
-from dataclasses import dataclass, field
+import fnmatch
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import torch
@@ -103,6 +105,13 @@ class Catalog(dict):
 
 @dataclass
 class Registry:
+    """Everything the loaded plugins provide, by kind; ``Context.registry`` is the run's registry.
+
+    Each kind is a ``Catalog`` (a dict of name -> entry whose ``get_or_fail`` names what was
+    probably meant): tasks (``tlcore.Task``), dataset_formats, heads, augmentations and metrics
+    (``tlcore.Entry``), backbones (``tlcore.Backbone``), strategies and methods (classes).
+    """
+
     tasks: Catalog = field(default_factory=lambda: Catalog("task"))
     dataset_formats: Catalog = field(default_factory=lambda: Catalog("dataset format"))
     backbones: Catalog = field(default_factory=lambda: Catalog("backbone"))
@@ -110,6 +119,19 @@ class Registry:
     augmentations: Catalog = field(default_factory=lambda: Catalog("augmentation pipeline"))
     metrics: Catalog = field(default_factory=lambda: Catalog("metric"))
     strategies: Catalog = field(default_factory=lambda: Catalog("strategy"))
+    methods: Catalog = field(default_factory=lambda: Catalog("training method"))
 
-    def tasks_of(self, plugin: str) -> list:
+    def tasks_of(self, plugin: str) -> list[Any]:
         return [t for t in self.tasks.values() if t.plugin == plugin]
+
+    def list(self, kind: str, pattern: str = "*") -> builtins.list[str]:
+        """Sorted names of one kind matching a shell-style pattern, like timm's ``list_models``:
+        ``registry.list("backbones", "*lite*")``. Kinds: tasks, dataset_formats, backbones, heads,
+        augmentations, metrics, strategies, methods."""
+        catalog = getattr(self, kind, None)
+        if not isinstance(catalog, Catalog):
+            kinds = [f.name for f in fields(self)]
+            close = difflib.get_close_matches(kind, kinds, n=1)
+            raise TlappError(f"unknown registry kind {kind!r}",
+                             fix=("did you mean " + repr(close[0]) + "? " if close else "") + "kinds: " + ", ".join(kinds))
+        return sorted(name for name in catalog if fnmatch.fnmatchcase(name, pattern))

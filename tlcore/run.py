@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,13 @@ from .directories import prepare_output
 from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
 from .errors import ConfigError, TlappError
-from .features import HeadOnly, cache_decision, extract_features
+from .features import FeatureCache, HeadOnly, cache_decision
+from .methods import ExtraStreams, Method
 from .plugins import Plugins
 from .schedule import make_optimizer, make_scheduler
 from .seeding import seed_everything
-from .strategies import (Strategy, apply_phase, check_groups, format_table, optimizer_groups, phase_at,
+from .registry import ParameterGroup
+from .strategies import (Phase, Strategy, apply_phase, check_groups, format_table, optimizer_groups, phase_at,
                          plan_phases, set_train_mode, verify_phase)
 from .task import Context, DataBundle, Task, parameter_groups
 from .transfer import initialise, parse_init
@@ -103,7 +105,8 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     raw = cfg.merge(raw, user)
     spec_cls = cfg.job_model(task.DataOptions, task.ModelOptions)
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
-    strategy_class(plugins, job)  # unknown strategies and options fail here, before any data is read
+    strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data is read
+    method_class(plugins, job)
     return task, job
 
 
@@ -116,6 +119,12 @@ def source_architecture(run_dir: Path) -> dict[str, Any]:
     model = dict(cfg.read_yaml(path).get("model", {}))
     model.pop("init", None)
     return model
+
+
+def method_class(plugins: Plugins, job: cfg.JobSpec) -> Method:
+    cls = plugins.registry.methods.get_or_fail(job.method.name, where="method.name")
+    options = {k: v for k, v in job.method.model_dump().items() if k != "name"}
+    return cls.from_spec(options)
 
 
 def strategy_class(plugins: Plugins, job: cfg.JobSpec) -> Strategy:
@@ -175,7 +184,7 @@ def execute(plugins: Plugins, task: Task, job: cfg.JobSpec, *, resume: bool = Fa
               precision=resolve_precision(job.train.precision, context.device))
     with _RunLog(run_dir / "train.log"):
         try:
-            _train(run, resume)
+            fit(run, resume)
         except BaseException as exc:
             if run.metrics:
                 run.metrics["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
@@ -226,137 +235,216 @@ def train_loader(data: DataBundle, job: cfg.JobSpec, generator: torch.Generator)
                       num_workers=job.train.num_workers, generator=generator)
 
 
-def _train(run: Run, resume: bool) -> None:
-    job, task, context = run.job, run.task, run.context
+def build_method(run: Run, model: nn.Module) -> Method:
+    """The job's training method, set up for this model, its extra modules on the run's device."""
+    method = method_class(run.plugins, run.job)
+    method.setup(run, model)
+    trainable = {id(m) for g in method.parameter_groups() for m in g.modules}
+    for module in method.modules().values():
+        module.to(run.context.device)
+        if id(module) not in trainable:
+            module.eval().requires_grad_(False)
+    return method
+
+
+@dataclass
+class LoopState:
+    """Where training stands; saved as ``loop`` in every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    best: float | None = None
+    best_epoch: int | None = None
+    stale: int = 0  # epochs since the monitored metric last improved
+    phase: int = -1  # index of the phase the last completed epoch belonged to
+
+
+@dataclass
+class Loop:
+    """What the epochs of a run share: model and method, their groups, optimizer, loaders, caches."""
+
+    run: Run
+    model: nn.Module
+    method: Method
+    groups: list[ParameterGroup]
+    state: LoopState
+    resumed: dict[str, Any] | None
+    scaler: torch.amp.GradScaler | None
+    features: FeatureCache
+    generator: torch.Generator  # all the training loader's randomness, reseeded every epoch
+    batches: DataLoader
+    val_batches: DataLoader
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+
+    @property
+    def job(self) -> cfg.JobSpec:
+        return self.run.job
+
+
+def fit(run: Run, resume: bool) -> None:
+    """Train a run: prepare, resume, then per strategy phase an optimizer and per epoch train,
+    validate, checkpoint and report; finally evaluate the best weights on the test split."""
     started = time.perf_counter()
-    log.info("run %s: plugin %s, task %s, strategy %s, device %s, precision %s", run.directory, job.plugin,
-             task.name, job.strategy.name, context.device, run.precision.name)
+    log.info("run %s: plugin %s, task %s, strategy %s, method %s, device %s, precision %s", run.directory,
+             run.job.plugin, run.task.name, run.job.strategy.name, run.job.method.name, run.context.device,
+             run.precision.name)
     prepared = prepare(run)
-    data, model, groups, strategy = prepared.data, prepared.model, prepared.groups, prepared.strategy
     resumed = checkpoint.load(run.checkpoints / "last.pt") if resume else None
-    choice = None
-    if hasattr(strategy, "choose"):
-        recorded = resumed["metrics"].get("strategy_choice") if resumed is not None else None
-        strategy, choice = strategy.choose(run, prepared, recorded)
-
-    run.metrics = {
-        "plugin": job.plugin, "task": task.name, "status": "running",
-        "strategy": strategy.name, "strategy_options": strategy.options.model_dump(),
-        "init": prepared.init_report.as_dict(), "device": str(context.device), "precision": run.precision.name,
-        "seed": job.train.seed, "epochs": 0, "monitor": job.train.monitor,
-        "data": data.summary, "class_names": data.class_names, "phases": [], "history": [],
-    }
-    if choice is not None:
-        run.metrics["strategy_choice"] = choice
-
-    loader_gen = torch.Generator()
-    train_batches = train_loader(data, job, loader_gen)
-    val_loader = DataLoader(data.val, batch_size=job.train.batch_size, shuffle=False,
-                            collate_fn=data.collate_fn, num_workers=job.train.num_workers)
-    phases = plan_phases(strategy, groups, job.train.epochs)
-    steps_per_epoch = math.ceil(len(train_batches) / job.train.grad_accum)
-    scaler = torch.amp.GradScaler(context.device.type) if run.precision.needs_scaler else None
-
-    state = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "stale": 0, "phase": -1}
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        state.update(resumed["loop"])
-        run.metrics = resumed["metrics"]
-        run.metrics["status"] = "running"
-        log.info("resuming after epoch %d", state["epoch"])
-
-    context.run_dir = run.directory
+    strategy, choice = prepared.strategy.choose(run, prepared, _recorded_choice(resumed))
+    loop = start(run, prepared, strategy, choice, resumed)
     run.plugins.hook.on_run_start(run=run)
-    optimizer = scheduler = features = None
-    current_phase = -1
-    for epoch in range(state["epoch"], job.train.epochs):
-        index, phase = phase_at(phases, epoch)
-        if index != current_phase:
-            apply_phase(model, groups, phase)
-            optimizer = make_optimizer(optimizer_groups(groups, phase, job.train.lr), job.train)
-            scheduler = make_scheduler(optimizer, job.train, steps_per_epoch * (phase.end - phase.start))
-            table = verify_phase(model, groups, phase, optimizer, job.train.lr)
-            log.info("phase %d (epochs %d-%d):\n%s", index, phase.start + 1, phase.end, format_table(table))
-            if resumed is not None and resumed["loop"]["phase"] == index:
-                optimizer.load_state_dict(resumed["optimizer"])
-                scheduler.load_state_dict(resumed["scheduler"])
-                if scaler is not None and resumed.get("scaler"):
-                    scaler.load_state_dict(resumed["scaler"])
-            elif not any(p["phase"] == index for p in run.metrics["phases"]):
-                run.metrics["phases"].append({"phase": index, "start_epoch": phase.start + 1,
-                                              "end_epoch": phase.end, "groups": table})
-            current_phase = index
-        if resumed is not None:
-            checkpoint.restore_rng(resumed["rng"])
-            resumed = None
-
-        use_cache, why = cache_decision(model, groups, phase, job.augment, job.train.feature_cache)
-        if use_cache and features is None:
-            log.info("training the head on cached backbone features (%s)", why)
-            features = {split: extract_features(model, dataset, job.train.batch_size, data.collate_fn,
-                                                job.train.num_workers, run.precision, context.device)
-                        for split, dataset in (("train", data.train), ("val", data.val))}
-        loader_gen.manual_seed(job.train.seed * 100_003 + epoch)
-        if hasattr(data.train, "set_epoch"):
-            data.train.set_epoch(epoch)
-        set_train_mode(model, groups, phase)
-        if use_cache:
-            stepped = HeadOnly(model)
-            epoch_train = DataLoader(features["train"], batch_size=job.train.batch_size,
-                                     sampler=RandomSampler(features["train"], generator=loader_gen),
-                                     generator=loader_gen)
-            epoch_val = DataLoader(features["val"], batch_size=job.train.batch_size)
+    for index, phase in enumerate(plan_phases(strategy, loop.groups, run.job.train.epochs)):
+        if phase.end <= loop.state.epoch:
+            continue  # finished before an interruption
+        start_phase(loop, index, phase)
+        for epoch in range(max(phase.start, loop.state.epoch), phase.end):
+            if not train_epoch(loop, index, phase, epoch):
+                break
         else:
-            stepped, epoch_train, epoch_val = model, train_batches, val_loader
-        stats = train_one_epoch(stepped, task.loss_function(job), epoch_train, optimizer, scheduler, scaler,
-                                run.precision, context.device, grad_accum=job.train.grad_accum,
-                                clip_grad_norm=job.train.clip_grad_norm, channels_last=job.train.channels_last,
-                                description=f"epoch {epoch + 1}/{job.train.epochs}")
-        stats["feature_cache"] = use_cache
-        state["step"] += stats["optimizer_steps"]
-        val = evaluate(stepped, task.evaluator(job, data, context), epoch_val, run.precision, context.device,
-                       job.train.channels_last)
-        monitored = val.get(job.train.monitor)
-        if job.train.monitor not in val:
-            raise ConfigError(f"train.monitor {job.train.monitor!r} is not a validation metric",
-                              fix=f"choose one of: {', '.join(k for k, v in val.items() if _scalar(v))}")
-        logs = {"epoch": epoch + 1, "phase": current_phase, **stats,
-                "val": {k: v for k, v in val.items() if _scalar(v)}}
-        run.metrics["history"].append(logs)
-        run.metrics["epochs"] = epoch + 1
-        improved = is_improvement(monitored, state["best"], job.train.monitor_mode,
-                                  job.train.early_stopping.min_delta)
-        if improved:
-            state.update(best=monitored, best_epoch=epoch + 1, stale=0)
-            checkpoint.save(run.checkpoints / "best.pt", _model_state(run, model, epoch + 1, monitored))
-        else:
-            state["stale"] += 1
-        state.update(epoch=epoch + 1, phase=current_phase)
-        run.metrics["best_epoch"] = state["best_epoch"]
-        checkpoint.save(run.checkpoints / "last.pt", {
-            **_model_state(run, model, epoch + 1, monitored),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "loop": dict(state), "rng": checkpoint.rng_state(), "metrics": run.metrics,
-            "sampler_seed": job.train.seed * 100_003 + epoch + 1,
-        })
-        run.write_metrics()
-        log.info("epoch %d/%d: train_loss %.4f, val %s %.4g, %.1f samples/s%s", epoch + 1, job.train.epochs,
-                 stats["train_loss"], job.train.monitor, monitored, stats["samples_per_second"],
-                 " (best)" if improved else "")
-        run.plugins.hook.on_epoch_end(run=run, epoch=epoch + 1, logs=logs)
-        patience = job.train.early_stopping.patience
-        if patience is not None and state["stale"] >= patience:
-            log.info("early stopping: %s did not improve for %d epochs", job.train.monitor, patience)
-            run.metrics["early_stopped"] = True
-            break
-
-    final = finish(run, model, data)
-    run.metrics.update(final)
+            continue
+        break  # early stopping
+    run.metrics.update(finish(run, loop.model, prepared.data))
     run.metrics["status"] = "completed"
     run.metrics["wall_seconds"] = run.metrics.get("wall_seconds", 0.0) + (time.perf_counter() - started)
     run.write_metrics()
     run.plugins.hook.on_run_end(run=run, metrics=run.metrics)
+
+
+def _recorded_choice(resumed: dict[str, Any] | None) -> dict[str, Any] | None:
+    return resumed["metrics"].get("strategy_choice") if resumed is not None else None
+
+
+def start(run: Run, prepared: Prepared, strategy: Strategy, choice: dict[str, Any] | None,
+          resumed: dict[str, Any] | None) -> Loop:
+    """The loop before its first epoch: method set up, metrics begun, or both restored from ``last.pt``."""
+    job, data, model = run.job, prepared.data, prepared.model
+    method = build_method(run, model)
+    groups = prepared.groups + method.parameter_groups()
+    check_groups(model, groups)
+    run.metrics = {
+        "plugin": job.plugin, "task": run.task.name, "status": "running",
+        "strategy": strategy.name, "strategy_options": strategy.options.model_dump(),
+        "method": {"name": method.name, "options": method.options.model_dump()},
+        "init": prepared.init_report.as_dict(), "device": str(run.context.device), "precision": run.precision.name,
+        "seed": job.train.seed, "epochs": 0, "monitor": job.train.monitor,
+        "data": data.summary, "class_names": data.class_names, "phases": [], "history": [],
+        **({"strategy_choice": choice} if choice is not None else {}),
+    }
+    features = FeatureCache(model, {"train": data.train, "val": data.val}, job.train.batch_size, data.collate_fn,
+                            job.train.num_workers, run.precision, run.context.device)
+    scaler = torch.amp.GradScaler(run.context.device.type) if run.precision.needs_scaler else None
+    generator = torch.Generator()
+    val_batches = DataLoader(data.val, batch_size=job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
+                             num_workers=job.train.num_workers)
+    loop = Loop(run, model, method, groups, LoopState(), resumed, scaler, features, generator,
+                train_loader(data, job, generator), val_batches)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        method.load_state_dict(resumed.get("method", {}))
+        loop.state = LoopState(**resumed["loop"])
+        run.metrics = resumed["metrics"]
+        run.metrics["status"] = "running"
+        log.info("resuming after epoch %d", loop.state.epoch)
+    return loop
+
+
+def start_phase(loop: Loop, index: int, phase: Phase) -> None:
+    """Freeze and unfreeze per the phase, build its optimizer and schedule, prove they match, log the table."""
+    job, model, groups = loop.job, loop.model, loop.groups
+    apply_phase(model, groups, phase)
+    loop.optimizer = make_optimizer(optimizer_groups(groups, phase, job.train.lr), job.train)
+    loop.scheduler = make_scheduler(loop.optimizer, job.train,
+                                    math.ceil(len(loop.batches) / job.train.grad_accum) * (phase.end - phase.start))
+    table = verify_phase(model, groups, phase, loop.optimizer, job.train.lr)
+    log.info("phase %d (epochs %d-%d):\n%s", index, phase.start + 1, phase.end, format_table(table))
+    resumed = loop.resumed
+    if resumed is not None and resumed["loop"]["phase"] == index:
+        loop.optimizer.load_state_dict(resumed["optimizer"])
+        loop.scheduler.load_state_dict(resumed["scheduler"])
+        if loop.scaler is not None and resumed.get("scaler"):
+            loop.scaler.load_state_dict(resumed["scaler"])
+    elif not any(p["phase"] == index for p in loop.run.metrics["phases"]):
+        loop.run.metrics["phases"].append({"phase": index, "start_epoch": phase.start + 1, "end_epoch": phase.end,
+                                           "groups": table})
+    if resumed is not None:
+        # The random state of the moment the interrupted run stopped: the next epoch draws as it would have.
+        checkpoint.restore_rng(resumed["rng"])
+        loop.resumed = None
+    use_cache, _ = _cache_decision(loop, phase)
+    loop.features.for_phase(use_cache)
+
+
+def _cache_decision(loop: Loop, phase: Phase) -> tuple[bool, str]:
+    job = loop.job
+    return cache_decision(loop.model, loop.groups, phase, job.augment, job.train.feature_cache,
+                          loop.method.supports_feature_cache)
+
+
+def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
+    """One epoch: train, validate, checkpoint, report. False when early stopping ends the run."""
+    run, job, model, state = loop.run, loop.job, loop.model, loop.state
+    data = run.data
+    use_cache, why = _cache_decision(loop, phase)
+    if use_cache and loop.features.features is None:
+        log.info("training the head on cached backbone features (%s)", why)
+    loop.generator.manual_seed(job.train.seed * 100_003 + epoch)
+    data.set_epoch(epoch)
+    set_train_mode(model, loop.groups, phase)
+    if use_cache:
+        cached = loop.features.get()
+        stepped: nn.Module = HeadOnly(model)
+        batches = DataLoader(cached["train"], batch_size=job.train.batch_size,
+                             sampler=RandomSampler(cached["train"], generator=loop.generator), generator=loop.generator)
+        val_batches = DataLoader(cached["val"], batch_size=job.train.batch_size)
+    else:
+        stepped, batches, val_batches = model, loop.batches, loop.val_batches
+    streams = ExtraStreams(loop.method.extra_loaders(epoch), run.context.device, job.train.channels_last)
+    stats = train_one_epoch(stepped, lambda m, batch: loop.method.loss(m, batch, streams.draw()), batches,
+                            loop.optimizer, loop.scheduler, loop.scaler, run.precision, run.context.device,
+                            grad_accum=job.train.grad_accum, clip_grad_norm=job.train.clip_grad_norm,
+                            channels_last=job.train.channels_last, on_step=loop.method.on_step,
+                            description=f"epoch {epoch + 1}/{job.train.epochs}")
+    stats["feature_cache"] = use_cache
+    val = evaluate(stepped, run.task.evaluator(job, data, run.context), val_batches, run.precision,
+                   run.context.device, job.train.channels_last)
+    if job.train.monitor not in val:
+        raise ConfigError(f"train.monitor {job.train.monitor!r} is not a validation metric",
+                          fix=f"choose one of: {', '.join(k for k, v in val.items() if _scalar(v))}")
+    monitored = val[job.train.monitor]
+    logs = {"epoch": epoch + 1, "phase": index, **stats, "val": {k: v for k, v in val.items() if _scalar(v)}}
+    run.metrics["history"].append(logs)
+    run.metrics["epochs"] = epoch + 1
+    improved = is_improvement(monitored, state.best, job.train.monitor_mode, job.train.early_stopping.min_delta)
+    if improved:
+        state.best, state.best_epoch, state.stale = monitored, epoch + 1, 0
+        checkpoint.save(run.checkpoints / "best.pt", _model_state(run, model, epoch + 1, monitored))
+    else:
+        state.stale += 1
+    state.epoch, state.phase = epoch + 1, index
+    run.metrics["best_epoch"] = state.best_epoch
+    save_last(loop, epoch + 1, monitored)
+    run.write_metrics()
+    log.info("epoch %d/%d: train_loss %.4f, val %s %.4g, %.1f samples/s%s", epoch + 1, job.train.epochs,
+             stats["train_loss"], job.train.monitor, monitored, stats["samples_per_second"],
+             " (best)" if improved else "")
+    run.plugins.hook.on_epoch_end(run=run, epoch=epoch + 1, logs=logs)
+    patience = job.train.early_stopping.patience
+    if patience is not None and state.stale >= patience:
+        log.info("early stopping: %s did not improve for %d epochs", job.train.monitor, patience)
+        run.metrics["early_stopped"] = True
+        return False
+    return True
+
+
+def save_last(loop: Loop, epoch: int, monitored: Any) -> None:
+    """``last.pt``: everything ``--resume`` needs to continue exactly as an uninterrupted run would."""
+    checkpoint.save(loop.run.checkpoints / "last.pt", {
+        **_model_state(loop.run, loop.model, epoch, monitored),
+        "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
+        "method": loop.method.state_dict(), "loop": asdict(loop.state), "rng": checkpoint.rng_state(),
+        "metrics": loop.run.metrics,
+    })
 
 
 def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:

@@ -65,7 +65,17 @@ class Strategy:
                               where="job spec", fix=f"options of {cls.name}: {allowed}") from None
 
     def phases(self, groups: list[ParameterGroup], epochs: int) -> list[Phase]:
+        """The phases over ``epochs``, contiguous from epoch 0; ``groups`` excludes fixed groups."""
         raise NotImplementedError
+
+    def choose(self, run: Any, prepared: Any, recorded: dict[str, Any] | None) -> tuple["Strategy", dict | None]:
+        """The strategy that trains the run, and a record of why (``metrics.json`` ``strategy_choice``).
+
+        Called once before training with the ``tlcore.Run`` and the built data and model. A fixed
+        strategy returns itself; one that measures the data first (``auto``) returns the strategy
+        it picked. ``recorded`` is the record of an interrupted run: return that same choice.
+        """
+        return self, None
 
     def _phase(self, start: int, end: int, mults: dict[str, float | None]) -> Phase:
         return Phase(start, end, tuple(mults.items()), train_bn=self.options.train_bn)
@@ -224,14 +234,14 @@ def set_train_mode(model: nn.Module, groups: list[ParameterGroup], phase: Phase)
     """model.train(), then frozen groups back to eval: fixed batch-norm statistics and no dropout,
     so a frozen part is a deterministic feature extractor. ``train_bn`` lets its statistics update."""
     model.train()
-    for g in groups:
-        if phase.mult(g.name) is None:
-            for module in g.modules:
-                module.eval()
-                if phase.train_bn:
-                    for m in module.modules():
-                        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                            m.train()
+    for g in groups:  # a method's extra modules are groups too, outside the model
+        trainable = phase.mult(g.name) is not None
+        for module in g.modules:
+            module.train(trainable)
+            if not trainable and phase.train_bn:
+                for m in module.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.train()
 
 
 def optimizer_groups(groups: list[ParameterGroup], phase: Phase, base_lr: float) -> list[dict[str, Any]]:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 from torch.utils.data import Dataset
 
-from .config import JobSpec, ModelSpec, Section
-from .errors import DataError
+from .config import JobSpec, ModelSpec, Section, job_model, merge, validate
+from .errors import DataError, PluginError, TlappError
 from .registry import ParameterGroup, Registry
+from .seeding import EpochSeeded
 
 
 @dataclass
@@ -35,6 +36,40 @@ class DataBundle:
     # batch_sampler(dataset, batch_size, generator) -> a sampler of index lists, for tasks that batch by
     # length or aspect ratio; it must draw its randomness from ``generator`` so runs stay resumable.
     batch_sampler: Callable[[Dataset, int, torch.Generator], Any] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the engine before each training epoch: a ``tlcore.EpochSeeded`` training set draws
+        its augmentation from (seed, epoch, index), so it must know the epoch."""
+        if isinstance(self.train, EpochSeeded):
+            self.train.set_epoch(epoch)
+
+
+@runtime_checkable
+class TransferModel(Protocol):
+    """What the engine expects of the model ``Task.build_model`` returns (besides being an ``nn.Module``).
+
+    ``backbone`` is the part a backbone's pretrained weights (``--init imagenet``) are copied into
+    (the whole network where they cover it all). ``parameter_groups()`` partitions every parameter
+    into named groups from input to output, heads last (``is_head``), which strategies freeze and
+    rate; the engine checks the partition before step 0.
+    """
+
+    @property
+    def backbone(self) -> nn.Module: ...
+
+    def parameter_groups(self) -> list[ParameterGroup]: ...
+
+
+@runtime_checkable
+class BackboneHeadModel(TransferModel, Protocol):
+    """A TransferModel whose output is ``head(backbone(inputs))``, ``backbone`` returning one feature
+    tensor per sample. With ``supports_feature_cache`` True, head-only phases may train on cached
+    features and ``auto`` may probe them (``tlcore.ClassificationModel`` is one)."""
+
+    supports_feature_cache: bool
+
+    @property
+    def head(self) -> nn.Module: ...
 
 
 @dataclass
@@ -85,9 +120,12 @@ class Task:
 
     def data_root(self, job: JobSpec) -> Path:
         """``data.path``, or the bundled sample data when none is given; a clear error when missing."""
-        given = getattr(job.data, "path", None)
+        given = job.data.path
+        if not given and self.sample_data is None:
+            raise DataError(f"task {self.name!r} has no bundled sample data, so it needs a dataset",
+                            where="data.path", fix="pass --data PATH (or set data.path in the config file)")
         root = Path(given) if given else self.sample_data
-        if root is None or not root.exists():
+        if not root.exists():
             fix = "check --data" if given else (f"run `{self.sample_script}`" if self.sample_script else "pass --data")
             raise DataError(f"dataset not found: {root}", where="data.path", fix=fix)
         return root
@@ -149,7 +187,37 @@ def input_files(inputs: Sequence[str], files_in: Callable[[Path], list[Path]], w
 
 
 def parameter_groups(model: nn.Module) -> list[ParameterGroup]:
-    groups = getattr(model, "parameter_groups", None)
-    if groups is None:
-        raise TypeError(f"{type(model).__name__} has no parameter_groups(); tasks must build models that do")
-    return groups()
+    if not isinstance(model, TransferModel):
+        raise PluginError(f"{type(model).__name__} is not a tlcore.TransferModel: it needs a `backbone` "
+                          "attribute and a `parameter_groups()` method",
+                          fix="have Task.build_model return such a model (see docs/plugins.md, 'Writing a task')")
+    return model.parameter_groups()
+
+
+def uses_feature_cache(model: nn.Module) -> bool:
+    return isinstance(model, BackboneHeadModel) and model.supports_feature_cache
+
+
+def check_task(task: "Task") -> None:
+    """Reject, at plugin load time, a task the engine could not run; the message is for its author."""
+    what = f"task {getattr(task, 'name', '') or type(task).__name__!r}"
+    if not isinstance(task, Task):
+        raise PluginError(f"{what} is a {type(task).__name__}, not a tlcore.Task subclass instance",
+                          fix="register(MyTask()) with MyTask subclassing tlcore.Task or tlcore.ClassificationTask")
+    if not task.name:
+        raise PluginError(f"{type(task).__name__} has no `name`", fix="set the class attribute name = '...'")
+    if not (isinstance(task.DataOptions, type) and issubclass(task.DataOptions, BaseModel)):
+        raise PluginError(f"{what}: DataOptions must be a pydantic model class (subclass tlcore.Section)")
+    if "path" not in task.DataOptions.model_fields:
+        raise PluginError(f"{what}: DataOptions {task.DataOptions.__name__} has no `path` field, which "
+                          "`tlapp run --data PATH` sets",
+                          fix="declare `path: str | None = None` in the task's DataOptions (a tlcore.Section)")
+    if not (isinstance(task.ModelOptions, type) and issubclass(task.ModelOptions, ModelSpec)):
+        raise PluginError(f"{what}: ModelOptions must subclass tlcore.ModelSpec")
+    try:
+        validate(job_model(task.DataOptions, task.ModelOptions),
+                 merge(task.recipe, {"plugin": task.plugin or "plugin", "task": task.name}), source="recipe")
+    except TlappError as exc:
+        raise PluginError(f"{what}: its recipe is not a valid job spec: {exc.what} ({exc.fix})",
+                          fix="give every required option a value in `recipe` (e.g. model.backbone) or a default "
+                              "in the options class") from None

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from tlcore import Backbone, ClassificationTask, DataBundle, ParameterGroup, Section, hookimpl, sample_seed
+from tlcore import (Backbone, ClassificationTask, DataBundle, EpochSeeded, Method, MethodOptions, ParameterGroup, Section,
+                    Strategy, hookimpl, sample_seed, seeded_loader)
 
 
-class Noisy(Dataset):
+class Noisy(EpochSeeded, Dataset):
     """Adds Gaussian noise drawn from (seed, epoch, index): a random augmentation."""
 
     def __init__(self, base, scale, seed):
@@ -115,3 +116,63 @@ def on_epoch_end(run, epoch, logs):
     limit = os.environ.get("TLAPP_TOY_INTERRUPT_AFTER")
     if limit is not None and epoch >= int(limit):
         raise KeyboardInterrupt("simulated interruption")
+
+
+class HeadAllHead(Strategy):
+    """Head, then everything, then head again: the backbone changes between two head-only phases."""
+
+    name = "head-all-head"
+    description = "head for 2 epochs, everything for 1, head again"
+
+    def phases(self, groups, epochs):
+        head = {g.name: (1.0 if g.is_head else None) for g in groups}
+        every = {g.name: 1.0 for g in groups}
+        return [self._phase(0, 2, head), self._phase(2, 3, every), self._phase(3, epochs, head)]
+
+
+class AlignOptions(MethodOptions):
+    weight: float = 0.1
+
+
+class ToyAlign(Method):
+    """A method in the shape of domain adaptation: a trainable critic on the backbone's features and an
+    unlabelled stream drawn alongside the labelled batches; the loss uses both."""
+
+    name = "toy-align"
+    description = "task loss plus a critic on unlabelled features"
+    Options = AlignOptions
+    DRAWN: list[int] = []
+
+    def setup(self, run, model):
+        self.task_loss = run.task.loss_function(run.job)
+        self.critic = nn.Linear(model.backbone.num_features, 1)
+        torch.manual_seed(99)  # moves the global RNG: resume must still be exact
+        self.unlabelled = TensorDataset(run.data.train.tensors[0] if hasattr(run.data.train, "tensors")
+                                        else run.data.train.base.tensors[0])
+        self.seed, self.batch_size = run.job.train.seed, run.job.train.batch_size
+
+    def modules(self):
+        return {"critic": self.critic}
+
+    def parameter_groups(self):
+        return [ParameterGroup("critic", [self.critic], is_head=True)]
+
+    def extra_loaders(self, epoch):
+        return {"unlabelled": seeded_loader(self.unlabelled, self.batch_size, self.seed, epoch)}
+
+    def loss(self, model, batch, extras):
+        (unlabelled,) = extras["unlabelled"]
+        ToyAlign.DRAWN.append(len(unlabelled))
+        loss, n = self.task_loss(model, batch)
+        critic = self.critic(model.backbone(unlabelled)).mean()
+        return loss + self.options.weight * critic.pow(2), n
+
+
+@hookimpl
+def register_strategies(register):
+    register(HeadAllHead)
+
+
+@hookimpl
+def register_methods(register):
+    register(ToyAlign)

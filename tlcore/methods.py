@@ -1,0 +1,156 @@
+"""Training methods: the one seam through which a method adds to the loop what plain supervision lacks.
+
+A method is the loss of a training step plus whatever that loss needs besides the model and the
+labelled batch (the shape of TLlib's ``DomainAdversarialLoss(discriminator)``):
+
+- extra modules that move to the device with the model: a teacher (frozen, evaluation mode), a
+  domain discriminator or projection head (trainable: declared as parameter groups, so the
+  optimizer, the strategy's phases and their verification cover them like the model's own);
+- extra data streams iterated alongside the training loader: unlabelled target or pool data;
+- the loss of a step, computed from all of them.
+
+The engine knows no method by name: ``fit`` builds ``job.method.name`` from the registry, calls
+``setup`` once, moves ``modules()`` to the device, adds ``parameter_groups()`` to the model's,
+draws one batch of each ``extra_loaders(epoch)`` stream per training batch, and calls
+``loss(model, batch, extras)``. ``state_dict`` goes into every checkpoint, so ``--resume`` is exact.
+The default method, ``supervised``, is the task's own ``loss_function``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from .engine import to_device
+from .errors import ConfigError
+from .registry import ParameterGroup
+from .seeding import sample_seed
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+class MethodOptions(BaseModel):
+    """A method's options (``method.<key>`` in the job spec); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method:
+    """Base class. Subclasses set ``name``, ``description``, ``Options`` and override what they add."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    # Head-only phases may train on cached backbone features only when the loss needs nothing but
+    # the head's outputs and the labels (see tlcore.features).
+    supports_feature_cache: ClassVar[bool] = False
+
+    def __init__(self, options: MethodOptions):
+        self.options = options
+        self.steps_done = 0  # optimizer steps so far in the run, kept across --resume (for ramps)
+
+    @classmethod
+    def from_spec(cls, raw_options: dict[str, Any]) -> "Method":
+        try:
+            return cls(cls.Options.model_validate(raw_options))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = "method." + ".".join(str(p) for p in err["loc"])
+            allowed = ", ".join(["name", *cls.Options.model_fields])
+            raise ConfigError(f"bad method option {key!r} for method {cls.name!r}: {err['msg']}",
+                              where="job spec", fix=f"options of {cls.name}: {allowed}") from None
+
+    def setup(self, run: "Run", model: nn.Module) -> None:
+        """Build what the method needs (a teacher from an earlier run, a discriminator sized to the
+        model's features, unlabelled data through ``run.task.build_data``). Called once, after the
+        model is built and its weights transferred, before resuming."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Extra networks; the engine moves them to the run's device. Those not in
+        ``parameter_groups()`` are put in evaluation mode and never trained."""
+        return {}
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """Trainable extra modules as parameter groups (``is_head=True`` to train whenever the
+        head trains), verified against the optimizer with the model's groups."""
+        return []
+
+    def extra_loaders(self, epoch: int) -> dict[str, Iterable]:
+        """Streams drawn alongside the training loader in ``epoch``: name -> iterable of batches. A
+        stream that ends restarts. Seed their shuffling from (seed, epoch) so a resumed run draws
+        the same batches as an uninterrupted one (``tlcore.seeded_loader`` does this)."""
+        return {}
+
+    def loss(self, model: nn.Module, batch: Any, extras: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """The step's loss and its number of labelled samples; ``extras`` holds one batch of each
+        extra stream, already on the device."""
+        raise NotImplementedError
+
+    def on_step(self) -> None:
+        """Called after each optimizer step."""
+        self.steps_done += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``--resume`` needs: the trainable extra modules' weights and the step count."""
+        return {"steps_done": self.steps_done,
+                "modules": {name: module.state_dict() for name, module in self._trainable().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps_done = state.get("steps_done", 0)
+        trainable = self._trainable()
+        for name, module_state in state.get("modules", {}).items():
+            trainable[name].load_state_dict(module_state)
+
+    def _trainable(self) -> dict[str, nn.Module]:
+        grouped = {id(m) for g in self.parameter_groups() for m in g.modules}
+        return {name: m for name, m in self.modules().items() if id(m) in grouped}
+
+
+class Supervised(Method):
+    """The task's own loss on labelled batches (``Task.loss_function``): plain transfer learning."""
+
+    name = "supervised"
+    description = "the task's loss on its labelled training data"
+    supports_feature_cache = True
+
+    def setup(self, run: "Run", model: nn.Module) -> None:
+        self._loss = run.task.loss_function(run.job)
+
+    def loss(self, model: nn.Module, batch: Any, extras: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        return self._loss(model, batch)
+
+
+BUILTIN_METHODS = [Supervised]
+
+
+class ExtraStreams:
+    """One batch of each extra stream per draw, on the device; a stream that ends starts again."""
+
+    def __init__(self, loaders: dict[str, Iterable], device: torch.device, channels_last: bool = False):
+        self.loaders = loaders
+        self.device, self.channels_last = device, channels_last
+        self.iterators = {name: iter(loader) for name, loader in loaders.items()}
+
+    def draw(self) -> dict[str, Any]:
+        drawn = {}
+        for name, iterator in self.iterators.items():
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                self.iterators[name] = iterator = iter(self.loaders[name])
+                batch = next(iterator)
+            drawn[name] = to_device(batch, self.device, self.channels_last)
+        return drawn
+
+
+def seeded_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, *, collate_fn=None,
+                  num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A shuffled loader whose order depends only on (seed, epoch): what ``extra_loaders`` should return."""
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0x5EED))
+    return DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=generator),
+                      collate_fn=collate_fn, num_workers=num_workers, drop_last=drop_last, generator=generator)
