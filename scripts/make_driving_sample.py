@@ -94,7 +94,7 @@ def sky_and_ground(draw: ImageDraw.ImageDraw, scene: Scene, condition: str, ligh
     grass = shade((70, 120, 60) if condition != "night" else (15, 25, 15), light)
     draw.rectangle([0, h, scene.W, scene.H], fill=grass)
     walk = shade((165, 160, 150), light)
-    for side, (u0, u1) in (("l", (-0.3, 0.0)), ("r", (1.0, 1.3))):
+    for _side, (u0, u1) in (("l", (-0.3, 0.0)), ("r", (1.0, 1.3))):
         draw.polygon([(scene.x(u0, 0), scene.y(0)), (scene.x(u1, 0), scene.y(0)),
                       (scene.x(u1, 1.2), scene.y(1.2)), (scene.x(u0, 1.2), scene.y(1.2))], fill=walk)
     road = shade((85, 85, 90) if condition != "rain" else (60, 62, 68), light)

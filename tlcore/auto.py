@@ -34,6 +34,7 @@ class Auto(Strategy):
     name = "auto"
     description = "measure data size and a quick linear probe, then pick a strategy (recorded in metrics.json)"
     Options = AutoOptions
+    options: AutoOptions
 
     def phases(self, groups, epochs):
         raise RuntimeError("the auto strategy must choose before it has phases")
@@ -66,7 +67,8 @@ class Auto(Strategy):
             counts = Counter(y.tolist())
             measured["rarest_class_samples"] = min(counts.get(c, 0) for c in range(data.num_outputs))
             majority = max(counts.values()) / len(y)
-            accuracy = _probe_accuracy(x, y, *val.tensors, data.num_outputs, self.options.probe_steps)
+            vx, vy = val.tensors
+            accuracy = _probe_accuracy(x, y, vx, vy, data.num_outputs, self.options.probe_steps)
             measured.update(probe_accuracy=accuracy, majority_baseline=majority,
                             probe_gain=(accuracy - majority) / max(1e-9, 1 - majority))
         return measured

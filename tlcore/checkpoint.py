@@ -70,8 +70,8 @@ def is_checkpoint(obj: Any) -> bool:
 
 
 def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]),
                   float(np_state[4])),

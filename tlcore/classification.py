@@ -6,7 +6,8 @@ predictions; model assembly (backbone + head), loss and metrics live here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, cast
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +55,14 @@ def build_classifier(job: JobSpec, num_outputs: int, context: Context) -> Classi
     try:
         module = backbone.build(**job.model.backbone_options)
     except TypeError as exc:
-        raise ConfigError(f"bad model.backbone_options for {backbone.name}: {exc}", where="model.backbone_options")
+        raise ConfigError(f"bad model.backbone_options for {backbone.name}: {exc}",
+                          where="model.backbone_options") from None
     head_entry = context.registry.heads.get_or_fail(job.model.head, where="model.head")
     try:
         head = head_entry.factory(module.num_features, num_outputs, **job.model.head_options)
     except TypeError as exc:
-        raise ConfigError(f"bad model.head_options for head {job.model.head!r}: {exc}", where="model.head_options")
+        raise ConfigError(f"bad model.head_options for head {job.model.head!r}: {exc}",
+                          where="model.head_options") from None
     return ClassificationModel(module, head, backbone.parameter_groups)
 
 
@@ -67,13 +70,14 @@ class ClassificationEvaluator(Evaluator):
     """Loss plus registered torchmetrics metrics over probabilities; per-class results keyed by class name."""
 
     def __init__(self, job: JobSpec, data: DataBundle, context: Context):
-        self.multilabel = job.model.multilabel
+        spec = cast(ClassifierSpec, job.model)
+        self.multilabel = spec.multilabel
         self.class_names = data.class_names
         n = data.num_outputs
         self.metrics = {
             name: context.registry.metrics.get_or_fail(name, where="model.metrics").factory(
-                num_classes=n, multilabel=self.multilabel, threshold=job.model.threshold)
-            for name in job.model.metrics
+                num_classes=n, multilabel=self.multilabel, threshold=spec.threshold)
+            for name in spec.metrics
         }
         self.loss_sum, self.count = 0.0, 0
 
@@ -118,7 +122,8 @@ class ClassificationTask(Task):
         return build_classifier(job, num_outputs, context)
 
     def loss_function(self, job: JobSpec) -> Callable[[nn.Module, Any], tuple[torch.Tensor, int]]:
-        multilabel, smoothing = job.model.multilabel, job.model.label_smoothing
+        spec = cast(ClassifierSpec, job.model)
+        multilabel, smoothing = spec.multilabel, spec.label_smoothing
 
         def loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
             inputs, target = batch

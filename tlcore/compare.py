@@ -28,7 +28,7 @@ def plan(plugins: Plugins, *, plugin: str, strategies: list[str], folds: int | N
             extra["output"] = str(sub)
             task, job = resolve_job(plugins, plugin=plugin, config_file=config_file,
                                     overrides=cfg.merge(overrides, extra), sets=sets)
-            if fold is not None:
+            if fold is not None and folds is not None:
                 task, job = resolve_job(plugins, plugin=plugin, config_file=config_file,
                                         overrides=cfg.merge(cfg.merge(overrides, extra),
                                                             task.fold_overrides(folds, fold)), sets=sets)
@@ -51,10 +51,11 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool) -> dic
             "wall_seconds": m["wall_seconds"],
             "samples_per_second": statistics.fmean(h["samples_per_second"] for h in history) if history else None,
         })
-    report = {"runs": runs, "summary": summarise(runs)}
+    summary = summarise(runs)
+    report = {"runs": runs, "summary": summary}
     atomic_write_text(output / "comparison.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(output / "comparison.md", table(report["summary"]))
-    plot(report["summary"], output / "comparison.png")
+    atomic_write_text(output / "comparison.md", table(summary))
+    plot(summary, output / "comparison.png")
     return report
 
 
@@ -66,8 +67,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         names = sorted({k for r in mine for k in r["metrics"]})
         stats = {}
         for name in names + ["wall_seconds", "samples_per_second"]:
-            values = [r["metrics"].get(name) if name in r["metrics"] else r.get(name) for r in mine]
-            values = [v for v in values if v is not None]
+            found = [r["metrics"].get(name) if name in r["metrics"] else r.get(name) for r in mine]
+            values: list[float] = [v for v in found if v is not None]
             if values:
                 stats[name] = {"mean": statistics.fmean(values),
                                "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}

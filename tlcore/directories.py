@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
+from collections.abc import Iterable
 
 from .errors import ConfigError
 
@@ -58,7 +59,7 @@ def prepare_output(folder: Path, kind: Kind, *, overwrite: bool, protected: Iter
             raise ConfigError(f"{kind} directory {folder} already exists and is not empty", where=option,
                               fix="choose another --output"
                                   + (", continue it with --resume" if kind == "run" else "")
-                                  + f", or replace it with --overwrite")
+                                  + ", or replace it with --overwrite")
         found = kind_of(folder)
         if found != kind:
             what = f"a tlapp {found} directory" if found else f"not a tlapp {kind} directory"

@@ -12,7 +12,8 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 import torch
 

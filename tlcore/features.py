@@ -17,13 +17,13 @@ from .device import Precision
 from .engine import to_device
 from .registry import ParameterGroup
 from .strategies import Phase
-from .task import uses_feature_cache
+from .task import BackboneHeadModel, uses_feature_cache
 
 
 class HeadOnly(nn.Module):
     """The model's head applied to cached backbone features."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: BackboneHeadModel):
         super().__init__()
         self.model = model
 
@@ -57,7 +57,7 @@ class FeatureCache:
     extracts afresh for its second head-only phase instead of training on old features.
     """
 
-    def __init__(self, model: nn.Module, datasets: dict[str, Any], batch_size: int, collate_fn,
+    def __init__(self, model: Any, datasets: dict[str, Any], batch_size: int, collate_fn,
                  num_workers: int, precision: Precision, device: torch.device):
         self.model = model
         self.datasets = datasets
@@ -78,7 +78,7 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, dataset, batch_size: int, collate_fn, num_workers: int,
+def extract_features(model: BackboneHeadModel, dataset, batch_size: int, collate_fn, num_workers: int,
                      precision: Precision, device: torch.device) -> TensorDataset:
     was_training = model.backbone.training
     model.backbone.eval()

@@ -18,7 +18,8 @@ The default method, ``supervised``, is the task's own ``loss_function``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+from collections.abc import Iterable, Sized
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -55,7 +56,7 @@ class Method:
         self.steps_done = 0  # optimizer steps so far in the run, kept across --resume (for ramps)
 
     @classmethod
-    def from_spec(cls, raw_options: dict[str, Any]) -> "Method":
+    def from_spec(cls, raw_options: dict[str, Any]) -> Method:
         try:
             return cls(cls.Options.model_validate(raw_options))
         except ValidationError as exc:
@@ -65,7 +66,7 @@ class Method:
             raise ConfigError(f"bad method option {key!r} for method {cls.name!r}: {err['msg']}",
                               where="job spec", fix=f"options of {cls.name}: {allowed}") from None
 
-    def setup(self, run: "Run", model: nn.Module) -> None:
+    def setup(self, run: Run, model: nn.Module) -> None:
         """Build what the method needs (a teacher from an earlier run, a discriminator sized to the
         model's features, unlabelled data through ``run.task.build_data``). Called once, after the
         model is built and its weights transferred, before resuming."""
@@ -118,7 +119,7 @@ class Supervised(Method):
     description = "the task's loss on its labelled training data"
     supports_feature_cache = True
 
-    def setup(self, run: "Run", model: nn.Module) -> None:
+    def setup(self, run: Run, model: nn.Module) -> None:
         self._loss = run.task.loss_function(run.job)
 
     def loss(self, model: nn.Module, batch: Any, extras: dict[str, Any]) -> tuple[torch.Tensor, int]:
@@ -152,5 +153,5 @@ def seeded_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, *, c
                   num_workers: int = 0, drop_last: bool = False) -> DataLoader:
     """A shuffled loader whose order depends only on (seed, epoch): what ``extra_loaders`` should return."""
     generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0x5EED))
-    return DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=generator),
+    return DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(cast(Sized, dataset), generator=generator),
                       collate_fn=collate_fn, num_workers=num_workers, drop_last=drop_last, generator=generator)

@@ -119,7 +119,7 @@ class Plugins:
                 self.infos[ep.name] = info
                 if _missing_dependency(exc, ep.module):
                     info.status, info.error = "unavailable", f"needs a module that is not installed: {exc}"
-                    info.fix = install_command(dist, ep.name, exc.name)
+                    info.fix = install_command(dist, ep.name, getattr(exc, "name", None))
                 else:
                     self._mark_broken(info, f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
                 continue

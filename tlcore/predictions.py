@@ -6,7 +6,8 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from .checkpoint import atomic_write_text
 

@@ -24,7 +24,7 @@ class EpochProgress:
         self._bar: Progress | None = None
         self._last_log = self.started
 
-    def __enter__(self) -> "EpochProgress":
+    def __enter__(self) -> EpochProgress:
         if self.interactive:
             self._bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

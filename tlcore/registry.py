@@ -6,7 +6,8 @@ import builtins
 import difflib
 import fnmatch
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -132,6 +133,6 @@ class Registry:
         if not isinstance(catalog, Catalog):
             kinds = [f.name for f in fields(self)]
             close = difflib.get_close_matches(kind, kinds, n=1)
-            raise TlappError(f"unknown registry kind {kind!r}",
-                             fix=("did you mean " + repr(close[0]) + "? " if close else "") + "kinds: " + ", ".join(kinds))
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise TlappError(f"unknown registry kind {kind!r}", fix=f"{hint}kinds: {', '.join(kinds)}")
         return sorted(name for name in catalog if fnmatch.fnmatchcase(name, pattern))

@@ -15,7 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,9 +33,9 @@ from .plugins import Plugins
 from .schedule import make_optimizer, make_scheduler
 from .seeding import seed_everything
 from .registry import ParameterGroup
-from .strategies import (Phase, Strategy, apply_phase, check_groups, format_table, optimizer_groups, phase_at,
-                         plan_phases, set_train_mode, verify_phase)
-from .task import Context, DataBundle, Task, parameter_groups
+from .strategies import (Phase, Strategy, apply_phase, check_groups, format_table, optimizer_groups, plan_phases,
+                         set_train_mode, verify_phase)
+from .task import BackboneHeadModel, Context, DataBundle, Task, TransferModel, parameter_groups
 from .transfer import initialise, parse_init
 
 log = logging.getLogger("tlapp")
@@ -57,6 +58,13 @@ class Run:
     @property
     def config(self) -> dict[str, Any]:
         return self.job.model_dump(mode="json")
+
+    @property
+    def built_data(self) -> DataBundle:
+        """``data``, once the task has built it."""
+        if self.data is None:
+            raise RuntimeError("the run's data is not built yet")
+        return self.data
 
     @property
     def checkpoints(self) -> Path:
@@ -97,8 +105,8 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     task = find_task(plugins, plugin, user.get("task"))
     raw = cfg.merge(task.recipe, {"plugin": plugin, "task": task.name})
     init = user.get("model", {}).get("init", raw.get("model", {}).get("init", "imagenet"))
-    if isinstance(init, str) and parse_init(init)[0] == "run":
-        raw = cfg.merge(raw, {"model": source_architecture(Path(parse_init(init)[1]))})
+    if isinstance(init, str) and (parsed := parse_init(init))[0] == "run" and parsed[1] is not None:
+        raw = cfg.merge(raw, {"model": source_architecture(Path(parsed[1]))})
     if user.get("strategy", {}).get("name", raw.get("strategy", {}).get("name")) != raw.get("strategy", {}).get("name"):
         # Another strategy than the recipe's: the recipe's options were meant for its own strategy.
         raw["strategy"] = {}
@@ -220,7 +228,8 @@ def prepare(run: Run) -> Prepared:
     run.model = model
     groups = parameter_groups(model)
     check_groups(model, groups)
-    init_report = initialise(model, model.backbone, context.registry.backbones.get(job.model.backbone), context.init)
+    init_report = initialise(model, cast(TransferModel, model).backbone,
+                             context.registry.backbones.get(job.model.backbone), context.init)
     log.info(init_report.summary())
     return Prepared(data, model, groups, init_report, strategy)
 
@@ -231,7 +240,7 @@ def train_loader(data: DataBundle, job: cfg.JobSpec, generator: torch.Generator)
         return DataLoader(data.train, batch_sampler=data.batch_sampler(data.train, job.train.batch_size, generator),
                           collate_fn=data.collate_fn, num_workers=job.train.num_workers, generator=generator)
     return DataLoader(data.train, batch_size=job.train.batch_size, collate_fn=data.collate_fn,
-                      sampler=RandomSampler(data.train, generator=generator),
+                      sampler=RandomSampler(cast(Sized, data.train), generator=generator),
                       num_workers=job.train.num_workers, generator=generator)
 
 
@@ -383,7 +392,8 @@ def _cache_decision(loop: Loop, phase: Phase) -> tuple[bool, str]:
 def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
     """One epoch: train, validate, checkpoint, report. False when early stopping ends the run."""
     run, job, model, state = loop.run, loop.job, loop.model, loop.state
-    data = run.data
+    data, optimizer = run.built_data, loop.optimizer
+    assert optimizer is not None  # start_phase made it
     use_cache, why = _cache_decision(loop, phase)
     if use_cache and loop.features.features is None:
         log.info("training the head on cached backbone features (%s)", why)
@@ -392,7 +402,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
     set_train_mode(model, loop.groups, phase)
     if use_cache:
         cached = loop.features.get()
-        stepped: nn.Module = HeadOnly(model)
+        stepped: nn.Module = HeadOnly(cast(BackboneHeadModel, model))
         batches = DataLoader(cached["train"], batch_size=job.train.batch_size,
                              sampler=RandomSampler(cached["train"], generator=loop.generator), generator=loop.generator)
         val_batches = DataLoader(cached["val"], batch_size=job.train.batch_size)
@@ -400,7 +410,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
         stepped, batches, val_batches = model, loop.batches, loop.val_batches
     streams = ExtraStreams(loop.method.extra_loaders(epoch), run.context.device, job.train.channels_last)
     stats = train_one_epoch(stepped, lambda m, batch: loop.method.loss(m, batch, streams.draw()), batches,
-                            loop.optimizer, loop.scheduler, loop.scaler, run.precision, run.context.device,
+                            optimizer, loop.scheduler, loop.scaler, run.precision, run.context.device,
                             grad_accum=job.train.grad_accum, clip_grad_norm=job.train.clip_grad_norm,
                             channels_last=job.train.channels_last, on_step=loop.method.on_step,
                             description=f"epoch {epoch + 1}/{job.train.epochs}")
@@ -438,6 +448,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
 
 def save_last(loop: Loop, epoch: int, monitored: Any) -> None:
     """``last.pt``: everything ``--resume`` needs to continue exactly as an uninterrupted run would."""
+    assert loop.optimizer is not None  # start_phase made it
     checkpoint.save(loop.run.checkpoints / "last.pt", {
         **_model_state(loop.run, loop.model, epoch, monitored),
         "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
@@ -452,7 +463,8 @@ def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
     best = run.checkpoints / "best.pt"
     if best.exists():
         model.load_state_dict(checkpoint.load(best)["model"])
-    split, dataset = ("test", data.test) if data.test is not None and len(data.test) else ("val", data.val)
+    test = data.test
+    split, dataset = ("test", test) if test is not None and len(cast(Sized, test)) else ("val", data.val)
     loader = DataLoader(dataset, batch_size=run.job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
                         num_workers=run.job.train.num_workers)
     metrics = evaluate(model, run.task.evaluator(run.job, data, run.context), loader, run.precision,
@@ -463,7 +475,7 @@ def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
 
 def _model_state(run: Run, model: nn.Module, epoch: int, value: Any) -> dict[str, Any]:
     return {"model": model.state_dict(), "epoch": epoch, "monitor": run.job.train.monitor,
-            "value": value, "class_names": run.data.class_names, "num_outputs": run.data.num_outputs}
+            "value": value, "class_names": run.built_data.class_names, "num_outputs": run.built_data.num_outputs}
 
 
 def _scalar(v: Any) -> bool:

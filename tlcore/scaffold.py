@@ -31,7 +31,7 @@ class Names:
     dist: str  # the distribution pip installs: "tlapp-leaf-disease"
 
     @classmethod
-    def of(cls, name: str) -> "Names":
+    def of(cls, name: str) -> Names:
         snake = name.replace("-", "_")
         return cls(plugin=name, package=f"tlapp_{snake}", dist=f"tlapp-{snake.replace('_', '-')}")
 

@@ -54,7 +54,7 @@ class Strategy:
         self.options = options
 
     @classmethod
-    def from_spec(cls, raw_options: dict[str, Any]) -> "Strategy":
+    def from_spec(cls, raw_options: dict[str, Any]) -> Strategy:
         try:
             return cls(cls.Options.model_validate(raw_options))
         except ValidationError as exc:
@@ -68,7 +68,7 @@ class Strategy:
         """The phases over ``epochs``, contiguous from epoch 0; ``groups`` excludes fixed groups."""
         raise NotImplementedError
 
-    def choose(self, run: Any, prepared: Any, recorded: dict[str, Any] | None) -> tuple["Strategy", dict | None]:
+    def choose(self, run: Any, prepared: Any, recorded: dict[str, Any] | None) -> tuple[Strategy, dict | None]:
         """The strategy that trains the run, and a record of why (``metrics.json`` ``strategy_choice``).
 
         Called once before training with the ``tlcore.Run`` and the built data and model. A fixed
@@ -245,11 +245,9 @@ def set_train_mode(model: nn.Module, groups: list[ParameterGroup], phase: Phase)
 
 
 def optimizer_groups(groups: list[ParameterGroup], phase: Phase, base_lr: float) -> list[dict[str, Any]]:
-    return [
-        {"params": g.parameters(), "lr": base_lr * phase.mult(g.name), "group": g.name}
-        for g in groups
-        if phase.mult(g.name) is not None
-    ]
+    mults = {g.name: phase.mult(g.name) for g in groups}
+    return [{"params": g.parameters(), "lr": base_lr * mult, "group": g.name}
+            for g in groups if (mult := mults[g.name]) is not None]
 
 
 def verify_phase(model: nn.Module, groups: list[ParameterGroup], phase: Phase,
@@ -274,7 +272,7 @@ def verify_phase(model: nn.Module, groups: list[ParameterGroup], phase: Phase,
                 if p.requires_grad or owners:
                     raise TrainingError(f"group {g.name!r} should be frozen but a parameter "
                                         f"{'requires grad' if p.requires_grad else 'is in the optimizer'}")
-            else:
+            elif expected_lr is not None:
                 if not p.requires_grad:
                     raise TrainingError(f"group {g.name!r} should train but a parameter has requires_grad False")
                 if len(owners) != 1:

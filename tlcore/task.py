@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
+from collections.abc import Callable, Sequence
 
 import torch
 from pydantic import BaseModel
@@ -120,11 +121,11 @@ class Task:
 
     def data_root(self, job: JobSpec) -> Path:
         """``data.path``, or the bundled sample data when none is given; a clear error when missing."""
-        given = job.data.path
+        given = cast(Any, job.data).path  # check_task made sure every task's DataOptions has it
         if not given and self.sample_data is None:
             raise DataError(f"task {self.name!r} has no bundled sample data, so it needs a dataset",
                             where="data.path", fix="pass --data PATH (or set data.path in the config file)")
-        root = Path(given) if given else self.sample_data
+        root = Path(given) if given else cast(Path, self.sample_data)
         if not root.exists():
             fix = "check --data" if given else (f"run `{self.sample_script}`" if self.sample_script else "pass --data")
             raise DataError(f"dataset not found: {root}", where="data.path", fix=fix)
@@ -198,7 +199,7 @@ def uses_feature_cache(model: nn.Module) -> bool:
     return isinstance(model, BackboneHeadModel) and model.supports_feature_cache
 
 
-def check_task(task: "Task") -> None:
+def check_task(task: Task) -> None:
     """Reject, at plugin load time, a task the engine could not run; the message is for its author."""
     what = f"task {getattr(task, 'name', '') or type(task).__name__!r}"
     if not isinstance(task, Task):

@@ -95,6 +95,7 @@ def initialise(model: nn.Module, backbone_module: nn.Module, backbone: Backbone 
     kind, value = parse_init(init)
     if kind == "none":
         return InitReport(source="none", not_initialised=list(model.state_dict()))
+    assert value is not None  # parse_init gives a value for every kind but none
     if kind == "weights":
         if backbone is None or value not in backbone.weights:
             have = ", ".join(sorted(backbone.weights)) if backbone else "(none)"

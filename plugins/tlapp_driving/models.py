@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -98,7 +99,7 @@ class Lite0Features(nn.Module):
         self.in_channels_list = [channels[name] for name in LITE0_LEVELS]
         self.level_index = {int(name.split(".")[1]) for name in LITE0_LEVELS}
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.net.bn1(self.net.conv_stem(x))
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for i, block in enumerate(self.net.blocks):
@@ -348,7 +349,7 @@ def torchvision_state(name: str, source: str, model_name: str, tag: str) -> dict
     return fetch_state_dict(url, f"the {source} weights of {name!r}", otherwise=OFFLINE_ALTERNATIVES)
 
 
-def _fit(module: nn.Module, state: dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def _fit(module: nn.Module, state: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Drop batch-norm counters the module does not keep (frozen batch norm has none)."""
     own = module.state_dict()
     return OrderedDict((k, v) for k, v in state.items()

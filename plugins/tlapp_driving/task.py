@@ -6,7 +6,8 @@ import json
 import statistics
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class DrivingData(Section):
     group_aspect_ratio: bool = Field(True, description="batch training images of similar width/height together")
 
     @model_validator(mode="after")
-    def _check(self) -> "DrivingData":
+    def _check(self) -> DrivingData:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must leave images for training")
         if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)):
@@ -51,7 +52,8 @@ class DrivingData(Section):
 
 
 class DetectorSpec(ModelSpec):
-    backbone: str = Field("fasterrcnn_lite0_fpn", description="fasterrcnn_lite0_fpn | fasterrcnn_mobilenet_v3_large_fpn "
+    backbone: str = Field("fasterrcnn_lite0_fpn",
+                          description="fasterrcnn_lite0_fpn | fasterrcnn_mobilenet_v3_large_fpn "
                                                               "| fasterrcnn_resnet50_fpn_v2")
     head: Literal["faster_rcnn"] = "faster_rcnn"
     init: str = Field("imagenet", description="imagenet | coco (torchvision detectors) | file:PATH | run:DIR | none")
@@ -263,7 +265,8 @@ class DrivingDetection(Task):
                     keep = scores >= job.model.draw_threshold
                     drawn = draw_bounding_boxes(
                         original, boxes[keep],
-                        labels=[f"{class_names[int(lb) - 1]} {float(s):.2f}" for s, lb in zip(scores[keep], labels[keep])],
+                        labels=[f"{class_names[int(lb) - 1]} {float(s):.2f}"
+                                for s, lb in zip(scores[keep], labels[keep])],
                         colors=[PALETTE[(int(lb) - 1) % len(PALETTE)] for lb in labels[keep]], width=2)
                     image_out = out_dir / f"{stem}.png"
                     Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(image_out)

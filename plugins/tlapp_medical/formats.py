@@ -50,7 +50,7 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -475,7 +475,7 @@ def index_dataset(path: str | os.PathLike[str], *, delimiter: str | None = ";") 
 
 def _unit(seed: int, key: str, purpose: str) -> float:
     """A deterministic uniform number in [0, 1) for (seed, key, purpose)."""
-    digest = hashlib.blake2b(f"{seed}\x00{purpose}\x00{key}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}\x00{purpose}\x00{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
 
 

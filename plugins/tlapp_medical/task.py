@@ -6,7 +6,8 @@ import json
 import secrets
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
+from collections.abc import Sequence
 
 from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
@@ -51,7 +52,7 @@ class DicomData(Section):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "DicomData":
+    def _check(self) -> DicomData:
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} does not exist with folds={self.folds}")
         if self.val_fraction + self.test_fraction >= 1:

@@ -31,7 +31,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -212,7 +213,7 @@ def build_encoder(name: str, **options: Any) -> TextEncoder:
     return TextEncoder(model, pooling, source, name)
 
 
-def load_pretrained(module: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def load_pretrained(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Weight loader ``pretrained``: the checkpoint's tensors under ``module``'s names, all of them present."""
     from transformers import AutoModel
 

@@ -6,7 +6,8 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
+from collections.abc import Sequence
 
 from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
@@ -45,7 +46,7 @@ class TextData(Section):
     encoding: str = Field("utf-8", description="text encoding of the files")
 
     @model_validator(mode="after")
-    def _check(self) -> "TextData":
+    def _check(self) -> TextData:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must leave some data for training")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):

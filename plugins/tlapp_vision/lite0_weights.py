@@ -78,7 +78,7 @@ def _lite0_reference() -> dict[str, torch.Tensor]:
 
 
 def map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                 where: str) -> "OrderedDict[str, torch.Tensor]":
+                 where: str) -> OrderedDict[str, torch.Tensor]:
     """Rename ``source``'s tensors to ``target``'s names, position by position.
 
     Position i must agree in shape and in kind (the last name part: weight, bias,
@@ -106,7 +106,7 @@ def map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor
     return mapped
 
 
-def lite0_state_dict() -> "OrderedDict[str, torch.Tensor]":
+def lite0_state_dict() -> OrderedDict[str, torch.Tensor]:
     """All 296 shipped tensors under timm's ``tf_efficientnet_lite0`` names, classifier included.
 
     ``classifier.weight`` (1000, 1280) and ``classifier.bias`` (1000,) are the

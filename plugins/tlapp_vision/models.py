@@ -133,7 +133,7 @@ def build_lite0(**options: Any) -> nn.Module:
 # Weights
 # ---------------------------------------------------------------------------------------------
 
-def state_for(name: str, module: nn.Module, state: dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def state_for(name: str, module: nn.Module, state: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """``state`` restricted to ``module``'s keys; every key must be there with the same shape."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -153,7 +153,7 @@ def state_for(name: str, module: nn.Module, state: dict[str, torch.Tensor]) -> "
     return OrderedDict((k, state[k]) for k in own)
 
 
-def load_lite0_imagenet(module: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def load_lite0_imagenet(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Weight loader of ``efficientnet_lite0``: the shipped tensors keyed by ``module``'s names."""
     return state_for(LITE0, module, lite0_state_dict())
 
@@ -199,7 +199,7 @@ def download_timm(arch: str) -> nn.Module:
     return create_timm(arch, pretrained=True)
 
 
-def load_timm_imagenet(name: str, arch: str, module: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def load_timm_imagenet(name: str, arch: str, module: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Weight loader of a timm backbone: the cached copy, else a download; offline a ``TlappError``."""
 
     def cached() -> nn.Module | None:
@@ -214,7 +214,7 @@ def load_timm_imagenet(name: str, arch: str, module: nn.Module) -> "OrderedDict[
 
 
 def load_torchvision_imagenet(name: str, arch: str, tag: str,
-                              module: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+                              module: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Weight loader of a torchvision backbone: the cached copy, else a download; offline a ``TlappError``."""
     import torchvision
 

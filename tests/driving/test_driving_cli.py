@@ -53,7 +53,8 @@ def test_kitti_run_metrics_predictions_and_whole_detector_transfer(tlapp, make_k
                            "--set", "model.score_threshold=0.0", "--set", "model.draw_threshold=0.0",
                            "--set", "data.test_fraction=0.3", "--set", "augment=road-weather")
     assert code == 0, err
-    degenerate_at = f"{data / 'label_2' / '000001.txt'}:{len((data / 'label_2' / '000001.txt').read_text().splitlines()) - 1}"
+    label_file = data / "label_2" / "000001.txt"
+    degenerate_at = f"{label_file}:{len(label_file.read_text().splitlines()) - 1}"
     assert "dropped 1 degenerate boxes" in err and degenerate_at in err
     run = tmp_path / "run1"
     metrics = read_metrics(run)
@@ -116,8 +117,9 @@ def test_kitti_run_metrics_predictions_and_whole_detector_transfer(tlapp, make_k
     assert code == 0, err
     init = read_metrics(tmp_path / "run2")["init"]
     skipped = sorted(s["name"] for s in init["skipped"])
-    assert skipped == ["detector.roi_heads.box_predictor.bbox_pred.bias", "detector.roi_heads.box_predictor.bbox_pred.weight",
-                       "detector.roi_heads.box_predictor.cls_score.bias", "detector.roi_heads.box_predictor.cls_score.weight"]
+    predictor = "detector.roi_heads.box_predictor"
+    assert skipped == [f"{predictor}.bbox_pred.bias", f"{predictor}.bbox_pred.weight",
+                       f"{predictor}.cls_score.bias", f"{predictor}.cls_score.weight"]
     assert all("shape" in s["reason"] for s in init["skipped"])
     assert init["loaded"] == len(model.state_dict()) - 4 and init["not_initialised"] == 4
 

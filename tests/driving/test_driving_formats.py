@@ -94,7 +94,8 @@ def test_coco_reads_boxes_crowd_and_categories(make_coco):
     assert sum(len(r.boxes) for r in data.records) == len(objects) - 1
     assert data.records[0].ignore == [((2.0, 3.0, 22.0, 13.0), "car")]  # crowd: ignore region of its class
     assert (90.0, 40.0, 96.0, 48.0) in data.records[1].boxes
-    assert data.report.clipped == 1 and data.report.degenerate == [f"{root / 'annotations.json'}:annotations[{len(annotations) - 1}] (id 102)"]
+    assert data.report.clipped == 1
+    assert data.report.degenerate == [f"{root / 'annotations.json'}:annotations[{len(annotations) - 1}] (id 102)"]
     first = next(a for a in annotations if a["image_id"] == 1 and not a["iscrowd"])
     x, y, w, h = first["bbox"]
     assert (x, y, x + w, y + h) == data.records[0].boxes[0]

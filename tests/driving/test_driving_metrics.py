@@ -80,7 +80,8 @@ def test_metrics_equal_pycocotools(seed):
 def test_detections_in_dontcare_regions_are_not_false_positives():
     target = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([1]),
               "ignore_boxes": torch.tensor([[100.0, 10.0, 160.0, 50.0]]), "ignore_labels": torch.tensor([1])}
-    hit = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 40.0]]), "scores": torch.tensor([0.5]), "labels": torch.tensor([1])}
+    hit = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 40.0]]), "scores": torch.tensor([0.5]),
+           "labels": torch.tensor([1])}
     with_extra = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 40.0], [110.0, 15.0, 150.0, 45.0]]),
                   "scores": torch.tensor([0.5, 0.9]), "labels": torch.tensor([1, 1])}
     results = []

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from tlcore import (Backbone, ClassificationTask, DataBundle, EpochSeeded, Method, MethodOptions, ParameterGroup, Section,
-                    Strategy, hookimpl, sample_seed, seeded_loader)
+from tlcore import (Backbone, ClassificationTask, DataBundle, EpochSeeded, Method, MethodOptions, ParameterGroup,
+                    Section, Strategy, hookimpl, sample_seed, seeded_loader)
 
 
 class Noisy(EpochSeeded, Dataset):

@@ -60,7 +60,7 @@ def test_texts_are_tokenized_once_at_build_time(tmp_path, monkeypatch):
     data = task.build_data(job, context)
     assert len(calls) == 3  # train, val, test
     loader = DataLoader(data.train, batch_size=4, shuffle=True, collate_fn=data.collate_fn)
-    for epoch in range(2):
+    for _epoch in range(2):
         widths = [batch[0]["input_ids"].shape[1] for batch in loader]
     assert len(calls) == 3 and widths
     assert isinstance(data.train[0][0], torch.Tensor)
