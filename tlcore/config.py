@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ConfigError
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 class Section(BaseModel):
@@ -99,6 +101,18 @@ def job_model(data_options: type[BaseModel], model_options: type[ModelSpec] = Mo
         data=(data_options, Field(default_factory=data_options)),
         model=(model_options, ...),
     )
+
+
+def validate_options(options: type[OptionsT], raw: dict[str, Any], section: str, owner: str) -> OptionsT:
+    """A strategy's or method's own options (``section`` is ``strategy`` or ``method``), or one clear error."""
+    try:
+        return options.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = section + "." + ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(["name", *options.model_fields])
+        raise ConfigError(f"bad {section} option {key!r} for {section} {owner!r}: {err['msg']}",
+                          where="job spec", fix=f"options of {owner}: {allowed}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from collections.abc import Iterable, Sized
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .engine import to_device
-from .errors import ConfigError
+from .config import validate_options
 from .registry import ParameterGroup
 from .seeding import sample_seed
 
@@ -57,14 +57,7 @@ class Method:
 
     @classmethod
     def from_spec(cls, raw_options: dict[str, Any]) -> Method:
-        try:
-            return cls(cls.Options.model_validate(raw_options))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = "method." + ".".join(str(p) for p in err["loc"])
-            allowed = ", ".join(["name", *cls.Options.model_fields])
-            raise ConfigError(f"bad method option {key!r} for method {cls.name!r}: {err['msg']}",
-                              where="job spec", fix=f"options of {cls.name}: {allowed}") from None
+        return cls(validate_options(cls.Options, raw_options, "method", cls.name))
 
     def setup(self, run: Run, model: nn.Module) -> None:
         """Build what the method needs (a teacher from an earlier run, a discriminator sized to the

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from .config import validate_options
 from .errors import ConfigError, TrainingError
 from .registry import ParameterGroup
 
@@ -55,14 +56,7 @@ class Strategy:
 
     @classmethod
     def from_spec(cls, raw_options: dict[str, Any]) -> Strategy:
-        try:
-            return cls(cls.Options.model_validate(raw_options))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = "strategy." + ".".join(str(p) for p in err["loc"])
-            allowed = ", ".join(["name", *cls.Options.model_fields])
-            raise ConfigError(f"bad strategy option {key!r} for strategy {cls.name!r}: {err['msg']}",
-                              where="job spec", fix=f"options of {cls.name}: {allowed}") from None
+        return cls(validate_options(cls.Options, raw_options, "strategy", cls.name))
 
     def phases(self, groups: list[ParameterGroup], epochs: int) -> list[Phase]:
         """The phases over ``epochs``, contiguous from epoch 0; ``groups`` excludes fixed groups."""
