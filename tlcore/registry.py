@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .errors import PluginError, TlappError
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
@@ -60,8 +61,8 @@ class Backbone:
     build: Callable[..., nn.Module]
     weights: dict[str, WeightLoader]
     parameter_groups: Callable[[nn.Module], list[ParameterGroup]]
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     description: str = ""
     plugin: str = ""
 
