@@ -237,13 +237,12 @@ def _make_entry(attr: str, obj: Any, factory: Any, description: str, plugin: str
     if attr in ("tasks", "strategies", "methods"):
         if factory is not None:
             raise TypeError(f"register({obj!r}) takes one argument for {attr}")
-        if attr == "tasks":
-            obj.plugin = plugin
-            check_task(obj)
         try:
             obj.plugin = plugin
         except AttributeError:
             pass
+        if attr == "tasks":
+            check_task(obj)
         return obj.name, obj
     if attr == "backbones":
         if not isinstance(obj, Backbone):

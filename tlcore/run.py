@@ -176,7 +176,8 @@ class _RunLog:
 def make_context(plugins: Plugins, job: cfg.JobSpec, run_dir: Path | None = None) -> Context:
     device = resolve_device(job.train.device)
     cache_dir = Path(os.environ.get("TLAPP_CACHE_DIR", Path(".cache") / "tlapp"))
-    init = strategy_class(plugins, job).forces_init or job.model.init
+    strategy = plugins.registry.strategies.get_or_fail(job.strategy.name, where="strategy.name")
+    init = strategy.forces_init or job.model.init
     return Context(registry=plugins.registry, device=device, cache_dir=cache_dir, log=log, run_dir=run_dir,
                    init=init)
 

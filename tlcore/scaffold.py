@@ -143,8 +143,6 @@ TASK = r'''"""Image classification from a folder with one sub-folder of PNG or J
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -153,7 +151,7 @@ from pydantic import Field
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, input_files, predict_probabilities)
+                    input_files, predict_probabilities, write_predictions)
 
 from .datasets import SPLITS, Images, find_images, index_folder, split_seeded
 
@@ -223,12 +221,9 @@ class ImageFolderClassification(ClassificationTask):
                                       job.model.multilabel)
         records = [{"file": str(f), "predicted": class_names[int(p.argmax())],
                     "probabilities": dict(zip(class_names, p.tolist()))} for f, p in zip(files, probs)]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file", "predicted", *[f"p_{name}" for name in class_names]])
-        for r in records:
-            writer.writerow([r["file"], r["predicted"], *[f"{r['probabilities'][c]:.6f}" for c in class_names]])
-        atomic_write_text(out_dir / "predictions.csv", buffer.getvalue())
+        write_predictions(records, out_dir, rows=[
+            {"file": r["file"], "predicted": r["predicted"],
+             **{f"p_{c}": f"{r['probabilities'][c]:.6f}" for c in class_names}} for r in records])
         return records
 
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
