@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 TEST_PLUGINS = Path(__file__).parent / "plugins_for_tests"
@@ -34,3 +36,31 @@ def install_distribution(site: Path, dist_name: str, modules: dict[str, str | Pa
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One row of the bad-input table: what the user does, and what the one message must say.
+
+    ``args`` builds whatever files the case needs under the test's folder and returns the CLI arguments;
+    ``says`` are fragments (case-insensitive) the message must contain, naming what is wrong and where.
+    """
+
+    id: str
+    args: Callable[[Path], list[str]]
+    says: tuple[str, ...]
+    code: int = 2
+
+
+def check_bad_input(tlapp, tmp_path: Path, row: BadInput) -> str:
+    """Run the row's command; assert exit code, one ``error:`` message with a fix, and no traceback."""
+    code, out, err = tlapp(*row.args(tmp_path))
+    assert code == row.code, f"{row.id}: exit {code}, expected {row.code}\nstdout: {out[-2000:]}\nstderr: {err[-2000:]}"
+    assert "Traceback" not in err + out, f"{row.id}: traceback shown\n{err}"
+    assert "weights_only" not in err, f"{row.id}: torch's unsafe-loading hint leaked\n{err}"
+    assert err.count("error:") == 1, f"{row.id}: expected one error message\n{err}"
+    message = err[err.index("error:"):]
+    assert "fix:" in message, f"{row.id}: the message says no fix\n{message}"
+    for fragment in row.says:
+        assert fragment.lower() in message.lower(), f"{row.id}: {fragment!r} not in\n{message}"
+    return message

@@ -12,6 +12,7 @@ from .downloads import (fetch_pretrained, fetch_state_dict, huggingface_url, off
                         unreachable)
 from .errors import ConfigError, DataError, PluginError, TlappError, TrainingError
 from .hookspecs import hookimpl
+from .paths import inside_root
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .plugins import require_modules
 from .predictions import write_predictions
@@ -65,6 +66,7 @@ __all__ = [
     "hookimpl",
     "huggingface_url",
     "input_files",
+    "inside_root",
     "offline_flag",
     "predict_probabilities",
     "require_modules",
