@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -122,6 +127,7 @@ def job_options(command):
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
     """Train: run a plugin's task on your data (or its sample data) and write a run directory."""
+    from .resume import resume_base
     from .run import execute, resolve_job
 
     if resume and overwrite:
@@ -131,11 +137,7 @@ def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
     if resume:
         if not flags.get("output"):
             raise click.UsageError("--resume needs --output DIR, the run to continue")
-        saved = Path(flags["output"]) / "config.yaml"
-        if saved.exists():
-            from .config import read_yaml
-
-            base = read_yaml(saved)
+        base = resume_base(Path(flags["output"]))
     task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=_overrides(**flags),
                             sets=sets, base=base)
     result = execute(loaded, task, job, resume=resume, overwrite=overwrite)
@@ -223,9 +225,12 @@ def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
     from torch.utils.data import DataLoader
 
     from .checkpoint import atomic_write_text
+    from .directories import check_output_file
     from .engine import evaluate as evaluate_loader
     from .run import load_run
 
+    target = Path(output) if output else Path(run_dir) / "evaluation.json"
+    check_output_file(target, "--output", may_replace=("evaluation.json",))
     loaded = load_plugins()
     task, job, model, class_names, context, precision = load_run(
         loaded, Path(run_dir), {"data": {"path": data}} if data else None)
@@ -241,7 +246,7 @@ def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
     result = {"run": str(run_dir), "data": data or "test split of the run", "samples": len(dataset),
               "metrics": metrics}
     text = json.dumps(result, indent=2)
-    atomic_write_text(Path(output) if output else Path(run_dir) / "evaluation.json", text + "\n")
+    atomic_write_text(target, text + "\n")
     click.echo(text)
 
 
@@ -306,11 +311,82 @@ def init_plugin(name: str, directory: str | None) -> None:
                f"    tlapp run --plugin {name} --epochs 1\n    python -m pytest")
 
 
-def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C: the run records itself as
+    interrupted, temporary files are removed, and a checkpoint is either the old or the new one."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
+
+    def __init__(self) -> None:
+        super().__init__("SIGTERM")
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` for the duration of a command; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; an embedding program keeps its own
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        cli.main(args=argv, prog_name="tlapp", standalone_mode=False)
-    except click.exceptions.Abort:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logging.getLogger("py.warnings").warning(
+        "%s", warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+
+
+@contextmanager
+def _warnings_to_log(debug: bool) -> Iterator[None]:
+    """Python warnings (pydicom values, torchmetrics, torch deprecations) go to the ``py.warnings`` logger,
+    which a run writes to its ``train.log``; on the console only with ``--debug``.
+
+    The same as ``logging.captureWarnings``, but undone by restoring whatever was there before rather than
+    switching capture off, which would also end a capture the embedding program had set up.
+    """
+    logger = logging.getLogger("py.warnings")
+    # Without a handler of its own a record would reach logging's last-resort handler: stderr.
+    handler = _StderrHandler() if debug else logging.NullHandler()
+    if debug:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    propagate, previous = logger.propagate, warnings.showwarning
+    logger.addHandler(handler)
+    logger.propagate = False
+    warnings.showwarning = _show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+        logger.propagate = propagate
+        logger.removeHandler(handler)
+
+
+def _interrupted(exc: KeyboardInterrupt, command: str | None) -> NoReturn:
+    what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+    # Only `run` can be continued; the hint comes with the interruption from the run it stopped.
+    hints = getattr(exc, "__notes__", []) if command == "run" else []
+    click.echo("; ".join([what, *hints]), err=True)
+    sys.exit(exc.exit_code if isinstance(exc, Terminated) else 130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
+    # The group's own options take no values, so the first other word names the command.
+    command = next((a for a in args if not a.startswith("-")), None)
+    try:
+        with _sigterm_as_interrupt(), _warnings_to_log(debug):
+            cli.main(args=argv, prog_name="tlapp", standalone_mode=False)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            _interrupted(exc.__cause__, command)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
@@ -321,9 +397,8 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"error: {exc.render()}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted; continue with --resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # outside click's invoke, e.g. while it parses
+        _interrupted(exc, command)
     except Exception as exc:  # anything else is our bug or the environment's: exit 1
         if debug:
             traceback.print_exc()

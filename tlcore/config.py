@@ -8,21 +8,44 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+import types
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
+                      field_validator)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
+# Every seed consumer must accept it: numpy's RandomState takes 0..2**32-1, torch's generators
+# 64 bits (the engine reseeds with seed * 100_003 + epoch, which stays below that).
+MAX_SEED = 2**32 - 1
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """True when a field takes int and/or float (optionally None) but not bool."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    kinds = [a for a in args if a is not type(None)]
+    return bool(kinds) and all(a in (int, float) for a in kinds)
+
 
 class Section(BaseModel):
-    """A strict section: unknown keys are errors, not silently ignored."""
+    """A strict section: unknown keys are errors, not silently ignored; numbers must be finite and
+    must not be booleans (pydantic would read ``true`` as 1 and ``.inf`` as a valid learning rate)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("bool_not_number", "a boolean is not a number")
+        return value
 
 
 class ModelSpec(Section):
@@ -31,6 +54,8 @@ class ModelSpec(Section):
     head_options: dict[str, Any] = Field(default_factory=dict)
     init: str = Field("imagenet", description="a weights name of the backbone (imagenet, pretrained, ...) | "
                                                "file:PATH | run:DIR | none")
+    init_allow_empty: bool = Field(False, description="let a file: or run: init that copies no tensor train "
+                                                      "from random weights (with a warning) instead of failing")
     backbone_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -57,7 +82,7 @@ class TrainSpec(Section):
     monitor: str = Field("loss", description="validation metric that picks best.pt and drives early stopping")
     monitor_mode: Literal["min", "max"] = "min"
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds Python, numpy and torch (0 to 2**32-1)")
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False
@@ -69,14 +94,14 @@ class TrainSpec(Section):
 class StrategySpec(BaseModel):
     """``name`` plus the chosen strategy's own options, validated by that strategy."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "finetune"
 
 
 class MethodSpec(BaseModel):
     """``name`` of the training method plus its own options, validated by that method."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "supervised"
 
 
@@ -105,28 +130,102 @@ def job_model(data_options: type[BaseModel], model_options: type[ModelSpec] = Mo
 
 def validate_options(options: type[OptionsT], raw: dict[str, Any], section: str, owner: str) -> OptionsT:
     """A strategy's or method's own options (``section`` is ``strategy`` or ``method``), or one clear error."""
+    allowed = ", ".join(["name", *options.model_fields])
+
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"bad {section} option {section + '.' + key!r} for {section} {owner!r}: {msg}",
+                           where="job spec", fix=f"options of {owner}: {allowed}")
+
+    for key, value in raw.items():
+        field = options.model_fields.get(key)
+        if isinstance(value, bool) and field is not None and _numbers_only(field.annotation):
+            raise bad(key, f"a boolean is not a number (got {value!r})")
     try:
-        return options.model_validate(raw)
+        validated = options.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = section + "." + ".".join(str(p) for p in err["loc"])
-        allowed = ", ".join(["name", *options.model_fields])
-        raise ConfigError(f"bad {section} option {key!r} for {section} {owner!r}: {err['msg']}",
-                          where="job spec", fix=f"options of {owner}: {allowed}") from None
+        raise bad(".".join(str(p) for p in err["loc"]), err["msg"]) from None
+    for loc, value in _non_finite(validated.model_dump()):
+        raise bad(".".join(loc), f"not a finite number (got {value!r})")
+    return validated
+
+
+def _non_finite(value: Any, loc: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+    """Where a dumped spec holds inf or nan, also inside free-form option dicts that pydantic does not type."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(loc, value)]
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in _non_finite(v, (*loc, str(k)))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in _non_finite(v, (*loc, str(i)))]
+    return []
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """Valid YAML, but the same key twice in one mapping: which one was meant is the user's call."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (plain YAML keeps the last
+    silently), and a malformed scalar (``2020-13-45``, ``!!int abc``) is a YAML error, not a ValueError."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` keys may be overridden; that is what merging means
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # unhashable: the safe loader reports it
+                if first is not key_node:
+                    raise _DuplicateKey(
+                        None, None, f"duplicate key {key!r} (first given at line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, LookupError, OverflowError) as exc:  # e.g. `!!int` with no digits
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read {node.value!r}: {exc}",
+                                                    node.start_mark) from None
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", where=str(path)) from None
+        raise ConfigError(f"cannot read config file: {exc.strerror}", where=str(path),
+                          fix="check the --config path") from None
     try:
-        loaded = yaml.safe_load(text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config file is not UTF-8 text: byte 0x{data[exc.start]:02x} at byte position "
+                          f"{exc.start} (line {line}) cannot be decoded", where=f"{path}:{line}",
+                          fix="save the file with UTF-8 encoding (most editors offer it under 'Save with "
+                              "encoding')") from None
+    try:
+        loaded = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"config file is not valid YAML: {getattr(exc, 'problem', exc)}", where=where) from None
+        if isinstance(exc, _DuplicateKey):
+            raise ConfigError(f"config file gives a {exc.problem}", where=where,
+                              fix="keep one of the two; YAML would silently use the last") from None
+        raise ConfigError(f"config file is not valid YAML: {getattr(exc, 'problem', None) or exc}", where=where,
+                          fix="correct the YAML at that line") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -154,7 +253,7 @@ def parse_set(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}", fix="e.g. --set train.lr=0.001")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         node = out
@@ -170,9 +269,13 @@ def parse_set(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
 def validate(spec_cls: type[JobSpec], raw: dict[str, Any], source: str = "job spec") -> JobSpec:
     """Validate a merged job dict, turning the first pydantic error into one clear message."""
     try:
-        return spec_cls.model_validate(raw)
+        job = spec_cls.model_validate(raw)
     except ValidationError as exc:
         raise _config_error(spec_cls, exc, source) from None
+    for loc, value in _non_finite(job.model_dump()):
+        raise ConfigError(f"bad value for {'.'.join(loc)!r}: not a finite number (got {value!r})", where=source,
+                          fix="give a finite number in the config file or with --set")
+    return job
 
 
 def _config_error(spec_cls: type[BaseModel], exc: ValidationError, source: str) -> ConfigError:

@@ -54,13 +54,18 @@ def prepare_output(folder: Path, kind: Kind, *, overwrite: bool, protected: Iter
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{option} {folder} is an existing file, not a folder", where=option,
                           fix="choose a folder path for the output")
+    _check_parents(folder, option)
     if folder.is_dir() and any(folder.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{kind} directory {folder} already exists and is not empty", where=option,
-                              fix="choose another --output"
-                                  + (", continue it with --resume" if kind == "run" else "")
-                                  + ", or replace it with --overwrite")
         found = kind_of(folder)
+        if not overwrite:
+            # Suggest only what would then succeed: a hint that fails in turn sends the user in a circle.
+            fixes = ["choose another --output"]
+            if found == "run" and (folder / "checkpoints" / "last.pt").is_file():
+                fixes.append("continue it with --resume")
+            if found == kind:
+                fixes.append("replace it with --overwrite")
+            raise ConfigError(f"{kind} directory {folder} already exists and is not empty", where=option,
+                              fix=", ".join(fixes[:-1]) + (", or " if len(fixes) > 1 else "") + fixes[-1])
         if found != kind:
             what = f"a tlapp {found} directory" if found else f"not a tlapp {kind} directory"
             raise ConfigError(f"refusing to overwrite {folder}: it is {what}, and --overwrite only replaces "
@@ -75,5 +80,56 @@ def prepare_output(folder: Path, kind: Kind, *, overwrite: bool, protected: Iter
                 raise ConfigError(f"refusing to overwrite {folder}: it holds {inner}, which this job needs",
                                   where=option, fix="write the output to a folder outside the input data "
                                                     "and the working directory")
-        shutil.rmtree(folder)
-    mark(folder, kind)
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            raise _unwritable(folder, exc, option) from None
+    try:
+        mark(folder, kind)
+    except OSError as exc:
+        raise _unwritable(folder, exc, option) from None
+
+
+def _check_parents(path: Path, option: str) -> None:
+    """Refuse a path under a file (``results.txt/run``): no folder could ever be made there."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {path} is inside {parent}, which is a file, not a folder",
+                                  where=option, fix="choose a path whose parent folders are folders")
+            return
+
+
+def _unwritable(folder: Path, exc: OSError, option: str) -> ConfigError:
+    # Tried rather than predicted with os.access: root, ACLs, read-only mounts and quotas all decide.
+    return ConfigError(f"cannot write to {option} {folder}: {exc.strerror or exc}", where=option,
+                       fix="choose a folder you may write to (check its permissions, and that the disk is not "
+                           "read-only or full)")
+
+
+# What a run directory holds that only training writes; ``tlapp evaluate`` must never replace one.
+RUN_RECORDS = ("config.yaml", "metrics.json", "train.log", MARKER, "checkpoints")
+
+
+def check_output_file(path: Path, option: str = "--output", *, may_replace: Iterable[str] = ()) -> None:
+    """Refuse, before any work, an output file that cannot be written or would destroy a run's records.
+
+    A folder, a path under a file, and any path inside a tlapp run or comparison folder that is one of its
+    records (``RUN_RECORDS``, anything under ``checkpoints/``) or another existing file there are refused;
+    names in ``may_replace`` (a command's own earlier output, e.g. ``evaluation.json``) may be replaced.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder, not a file", where=option,
+                          fix="give a file path, e.g. evaluation.json")
+    _check_parents(path, option)
+    resolved = path.resolve()
+    for folder in resolved.parents:
+        kind = kind_of(folder)
+        if kind is None:
+            continue
+        inside = resolved.relative_to(folder).parts
+        record = inside[0] in RUN_RECORDS or (kind == "comparison" and inside[0].startswith("comparison."))
+        if record or (resolved.exists() and resolved.name not in may_replace):
+            raise ConfigError(f"refusing to write {option} {path}: {'/'.join(inside)} belongs to the tlapp {kind} "
+                              f"directory {folder}", where=option,
+                              fix="choose a new file name, or a path outside that directory")

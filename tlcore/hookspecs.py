@@ -84,7 +84,12 @@ def register_metrics(register):
     """Offer metrics: ``register(name, factory, description)``.
 
     ``factory(num_classes, multilabel, threshold)`` returns a
-    ``torchmetrics.Metric``; tasks ask for metrics by name. Example::
+    ``torchmetrics.Metric``; tasks ask for metrics by name. A metric whose
+    ``compute()`` returns NaN (whole, or for one class of a per-class tensor)
+    is reported as null, undefined; one that lists the class indices it could
+    not define in an ``undefined`` attribute has them in ``undefined_classes``.
+    (The built-in ``sensitivity`` and ``specificity`` factories also take
+    ``positive_class``, the index of ``model.positive_class``.) Example::
 
         register("balanced_accuracy", lambda num_classes, multilabel, threshold:
                  MulticlassAccuracy(num_classes, average="macro"), "mean recall")

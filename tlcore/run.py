@@ -7,11 +7,14 @@ weights -> for each strategy phase: apply, verify, train epochs (checkpointing)
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
 import os
+import shlex
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from . import checkpoint, config as cfg
-from .directories import prepare_output
+from .augmentation import check_augment_options
+from .directories import kind_of, mark, prepare_output
 from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
 from .errors import ConfigError, TlappError
@@ -33,10 +37,11 @@ from .plugins import Plugins
 from .schedule import make_optimizer, make_scheduler
 from .seeding import seed_everything
 from .registry import ParameterGroup
+from .resume import record_resumed_job, resume_checkpoint, resumed_metrics
 from .strategies import (Phase, Strategy, apply_phase, check_groups, format_table, optimizer_groups, plan_phases,
                          set_train_mode, verify_phase)
 from .task import BackboneHeadModel, Context, DataBundle, Task, TransferModel, parameter_groups
-from .transfer import initialise, parse_init
+from .transfer import InitReport, initialise, parse_init
 
 log = logging.getLogger("tlapp")
 
@@ -93,7 +98,11 @@ def find_task(plugins: Plugins, plugin: str, task_name: str | None) -> Task:
 def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None,
                 overrides: dict[str, Any], sets: tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> tuple[Task, cfg.JobSpec]:
-    """Merge recipe < earlier run's architecture (for run: inits) < base < file < flags < --set, then validate."""
+    """Merge recipe < earlier run's architecture (for run: inits) < base < file < flags < --set, then validate.
+
+    ``base`` is a run's own resolved job (resume, evaluate, predict): it took its ``run:`` source's
+    architecture when it started, so the source is not read again (it may have been moved or deleted since).
+    """
     user: dict[str, Any] = cfg.merge(base or {}, cfg.read_yaml(config_file) if config_file else {})
     user = cfg.merge(user, overrides)
     user = cfg.merge(user, cfg.parse_set(list(sets)))
@@ -105,28 +114,76 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     task = find_task(plugins, plugin, user.get("task"))
     raw = cfg.merge(task.recipe, {"plugin": plugin, "task": task.name})
     init = user.get("model", {}).get("init", raw.get("model", {}).get("init", "imagenet"))
-    if isinstance(init, str) and (parsed := parse_init(init))[0] == "run" and parsed[1] is not None:
-        raw = cfg.merge(raw, {"model": source_architecture(Path(parsed[1]))})
+    kind, source = parse_init(init) if isinstance(init, str) else (None, None)
+    from_run = kind == "run" and source is not None and base is None
+    if from_run:
+        raw = cfg.merge(raw, {"model": source_architecture(Path(str(source)), plugin, task.name)})
     if user.get("strategy", {}).get("name", raw.get("strategy", {}).get("name")) != raw.get("strategy", {}).get("name"):
         # Another strategy than the recipe's: the recipe's options were meant for its own strategy.
         raw["strategy"] = {}
     raw = cfg.merge(raw, user)
     spec_cls = cfg.job_model(task.DataOptions, task.ModelOptions)
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
-    strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data is read
+    strategy = strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data
     method_class(plugins, job)
+    if from_run and not strategy.forces_init:
+        check_init_source(job)
+    check_augment_options(job, plugins.registry)
+    check_monitor(task, job)
     return task, job
 
 
-def source_architecture(run_dir: Path) -> dict[str, Any]:
-    """The model section of an earlier run (structure transfer), without its own init."""
+def check_monitor(task: Task, job: cfg.JobSpec) -> None:
+    """A ``train.monitor`` the validation will not report fails here, not after the first epoch."""
+    names = task.metric_names(job)
+    if names is None or job.train.monitor in names:
+        return
+    close = difflib.get_close_matches(job.train.monitor, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"train.monitor {job.train.monitor!r} is not a validation metric of this job",
+                      where="train.monitor", fix=f"{hint}choose one of: {', '.join(names)}")
+
+
+def source_architecture(run_dir: Path, plugin: str | None = None, task: str | None = None) -> dict[str, Any]:
+    """The model section of an earlier run (structure transfer), without its own init.
+
+    Refused when that run belongs to another ``plugin`` or ``task``: its architecture is not one this task
+    builds (a text encoder in an image task fails mid-run, far from the cause).
+    """
+    saved = _source_config(run_dir)
+    theirs = (saved.get("plugin"), saved.get("task"))
+    if plugin is not None and (theirs[0] != plugin or (task is not None and theirs[1] not in (None, task))):
+        raise ConfigError(
+            f"--init run:{run_dir} is a run of plugin {theirs[0]!r}, task {theirs[1]!r}; this job is plugin "
+            f"{plugin!r}, task {task!r}. run: copies an earlier run's architecture and weights, so it works only "
+            "within one plugin and task", where="model.init",
+            fix="initialise from named weights of this job's backbone (--init imagenet, pretrained, ...: see "
+                "`tlapp plugins`), or from a state dict of a backbone of the same architecture: --init file:PATH")
+    model = dict(saved.get("model") or {})
+    model.pop("init", None)
+    model.pop("init_allow_empty", None)
+    return model
+
+
+def _source_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{run_dir} is not a tlapp run directory (no config.yaml)", where="model.init",
                           fix="use run:DIR with the output folder of an earlier `tlapp run`")
-    model = dict(cfg.read_yaml(path).get("model", {}))
-    model.pop("init", None)
-    return model
+    return cfg.read_yaml(path)
+
+
+def check_init_source(job: cfg.JobSpec) -> None:
+    """A ``run:`` init whose backbone the job overrides would copy little or nothing: refuse it up front."""
+    kind, value = parse_init(job.model.init)
+    if kind != "run" or value is None:
+        return
+    theirs = (_source_config(Path(value)).get("model") or {}).get("backbone")
+    if theirs is not None and theirs != job.model.backbone:
+        raise ConfigError(f"--init run:{value} trained backbone {theirs!r}; this job asks for {job.model.backbone!r}",
+                          where="model.backbone",
+                          fix=f"drop the backbone override to continue from that run's architecture, or "
+                              f"initialise {job.model.backbone!r} from its own named weights or --init file:PATH")
 
 
 def method_class(plugins: Plugins, job: cfg.JobSpec) -> Method:
@@ -144,30 +201,79 @@ def strategy_class(plugins: Plugins, job: cfg.JobSpec) -> Strategy:
 # ---------------------------------------------------------------- run directory
 
 def prepare_directory(job: cfg.JobSpec, *, resume: bool, overwrite: bool) -> Path:
+    """The run's folder: new, the interrupted run to ``resume``, or an earlier attempt to start again.
+
+    A run that stopped before its first checkpoint (``last.pt``) has nothing to continue and nothing to lose,
+    so the same command starts it again in place, without ``--overwrite``; ``--resume`` needs ``last.pt``.
+    """
     out = Path(job.output) if job.output else Path("runs") / f"{job.plugin}-{datetime.now():%Y%m%d-%H%M%S}"
+    last = out / "checkpoints" / "last.pt"
     if resume:
-        if not (out / "checkpoints" / "last.pt").exists():
-            raise ConfigError(f"nothing to resume in {out}: no checkpoints/last.pt",
+        if not last.exists():
+            if kind_of(out) == "run":
+                raise ConfigError(f"nothing to resume in {out}: the run stopped before its first checkpoint "
+                                  "(no checkpoints/last.pt)", where="--output",
+                                  fix="start it again with the same command without --resume")
+            raise ConfigError(f"nothing to resume in {out}: no checkpoints/last.pt", where="--output",
                               fix="check --output, or start a new run without --resume")
+        _remove_partial_writes(out)
+        return out
+    if not overwrite and kind_of(out) == "run" and not last.exists():
+        _remove_partial_writes(out)
+        # A best.pt without last.pt, or a metrics.json saying "failed", belong to the attempt that stopped;
+        # left in place they would pass for results of this one.
+        for stale in (out / "checkpoints" / "best.pt", out / "metrics.json"):
+            stale.unlink(missing_ok=True)
+        mark(out, "run")
+        (out / "checkpoints").mkdir(exist_ok=True)
         return out
     prepare_output(out, "run", overwrite=overwrite, protected=(getattr(job.data, "path", None), Path.cwd()))
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     return out
 
 
+def _remove_partial_writes(run_dir: Path) -> None:
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for path in checkpoint.remove_partial_writes(folder):
+            log.info("removed %s, left by a write that was killed", path)
+
+
+def continue_hint(run_dir: Path) -> str:
+    """How to carry on with an interrupted run (attached to the interruption, which the CLI prints)."""
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return f"continue with --resume: tlapp run --output {shlex.quote(str(run_dir))} --resume"
+    return f"{run_dir} stopped before its first checkpoint; the same command starts it again"
+
+
 class _RunLog:
-    """The run's log file beside the console output, removed again when the run ends."""
+    """The run's log file beside the console output, removed again when the run ends.
+
+    Library warnings (the ``py.warnings`` logger, see the CLI) go to this file only, and the error that ends
+    a run is written here too, so the file tells what happened without the terminal's scrollback.
+    """
 
     def __init__(self, path: Path):
         self.handler = logging.FileHandler(path)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.loggers = (log, logging.getLogger("py.warnings"))
 
     def __enter__(self):
-        log.addHandler(self.handler)
+        for logger in self.loggers:
+            logger.addHandler(self.handler)
         return self
 
-    def __exit__(self, *exc):
-        log.removeHandler(self.handler)
+    def __exit__(self, kind, exc, tb):
+        if exc is not None:
+            # Straight to the file: the CLI prints the same error on the console once.
+            if isinstance(exc, KeyboardInterrupt):
+                message, info = f"interrupted ({type(exc).__name__}{f': {exc}' if str(exc) else ''})", None
+            elif isinstance(exc, TlappError):
+                message, info = f"error: {exc.render()}", None
+            else:
+                message, info = f"error: {type(exc).__name__}: {exc}", (kind, exc, tb)
+            self.handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), info))
+        for logger in self.loggers:
+            logger.removeHandler(self.handler)
         self.handler.close()
 
 
@@ -184,23 +290,51 @@ def make_context(plugins: Plugins, job: cfg.JobSpec, run_dir: Path | None = None
 
 def execute(plugins: Plugins, task: Task, job: cfg.JobSpec, *, resume: bool = False,
             overwrite: bool = False) -> Run:
+    if resume and job.output and (Path(job.output) / "checkpoints" / "last.pt").exists():
+        # Changed settings are refused before the run directory is touched (fit checks again, on the state it uses).
+        resume_checkpoint(Path(job.output), job, mmap=True)
     run_dir = prepare_directory(job, resume=resume, overwrite=overwrite)
-    if not resume:
-        job = job.model_copy(update={"output": str(run_dir)})
-        checkpoint.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml(job))
-    context = make_context(plugins, job, run_dir)
-    run = Run(job=job, task=task, directory=run_dir, context=context, plugins=plugins,
-              precision=resolve_precision(job.train.precision, context.device))
+    run: Run | None = None
+    # Only an earlier attempt leaves a log in a folder this run does not resume; prepare_directory kept it.
+    again = not resume and (run_dir / "train.log").exists()
     with _RunLog(run_dir / "train.log"):
         try:
+            if again:
+                log.info("starting %s again: its earlier attempt stopped before the first checkpoint", run_dir)
+            if not resume:
+                job = job.model_copy(update={"output": str(run_dir)})
+                checkpoint.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml(job))
+            context = make_context(plugins, job, run_dir)
+            run = Run(job=job, task=task, directory=run_dir, context=context, plugins=plugins,
+                      precision=resolve_precision(job.train.precision, context.device))
             fit(run, resume)
         except BaseException as exc:
-            if run.metrics:
-                run.metrics["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
-                run.metrics["error"] = exc.render() if isinstance(exc, TlappError) else f"{type(exc).__name__}"
-                run.write_metrics()
+            _record_end(run_dir, job, task, run, exc)
             raise
+    assert run is not None  # made before fit, which returned
     return run
+
+
+def _record_end(run_dir: Path, job: cfg.JobSpec, task: Task, run: Run | None, exc: BaseException) -> None:
+    """Make ``metrics.json`` say how the run ended (never "running"), and attach how to carry on."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    metrics = run.metrics if run is not None and run.metrics else _earlier_metrics(run_dir / "metrics.json")
+    metrics = metrics or {"plugin": job.plugin, "task": task.name}
+    metrics["status"] = "interrupted" if interrupted else "failed"
+    metrics["error"] = exc.render() if isinstance(exc, TlappError) else type(exc).__name__
+    # A second interruption while this is written leaves the previous metrics.json whole (atomic write).
+    checkpoint.atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if interrupted:
+        exc.add_note(continue_hint(run_dir))
+
+
+def _earlier_metrics(path: Path) -> dict[str, Any]:
+    """What an interrupted run recorded, kept when its resumption stops before it has its own."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 @dataclass
@@ -214,8 +348,11 @@ class Prepared:
     strategy: Strategy
 
 
-def prepare(run: Run) -> Prepared:
-    """Seed, build data and model, transfer weights: everything before the first step."""
+def prepare(run: Run, resume: bool = False) -> Prepared:
+    """Seed, build data and model, transfer weights: everything before the first step.
+
+    On ``resume`` the weights come from the run's own checkpoint, so the init source is not read again
+    (it may be offline, moved or deleted by now)."""
     job, task, context = run.job, run.task, run.context
     if job.train.num_threads is not None:
         torch.set_num_threads(job.train.num_threads)
@@ -223,15 +360,20 @@ def prepare(run: Run) -> Prepared:
     strategy = strategy_class(run.plugins, job)
     data = task.build_data(job, context)
     run.data = data
+    task.evaluator(job, data, context)  # what the metrics need to know of the data (a positive class) fails now
     model = task.build_model(job, data.num_outputs, context).to(context.device)
     if job.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run.model = model
     groups = parameter_groups(model)
     check_groups(model, groups)
-    init_report = initialise(model, cast(TransferModel, model).backbone,
-                             context.registry.backbones.get(job.model.backbone), context.init)
-    log.info(init_report.summary())
+    if resume:
+        init_report = InitReport(source=context.init)
+    else:
+        init_report = initialise(model, cast(TransferModel, model).backbone,
+                                 context.registry.backbones.get(job.model.backbone), context.init,
+                                 allow_empty=job.model.init_allow_empty)
+        log.info(init_report.summary())
     return Prepared(data, model, groups, init_report, strategy)
 
 
@@ -285,6 +427,9 @@ class Loop:
     val_batches: DataLoader
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
+    started: float = field(default_factory=time.perf_counter)  # when this session began
+    earlier_seconds: float = 0.0  # wall time of the sessions before a resume
+    phases_before: list[Phase] | None = None  # the plan of a resumed run whose epochs grew, as it was
 
     @property
     def job(self) -> cfg.JobSpec:
@@ -298,12 +443,16 @@ def fit(run: Run, resume: bool) -> None:
     log.info("run %s: plugin %s, task %s, strategy %s, method %s, device %s, precision %s", run.directory,
              run.job.plugin, run.task.name, run.job.strategy.name, run.job.method.name, run.context.device,
              run.precision.name)
-    prepared = prepare(run)
-    resumed = checkpoint.load(run.checkpoints / "last.pt") if resume else None
+    resumed = resume_checkpoint(run.directory, run.job) if resume else None
+    if resumed is not None:
+        record_resumed_job(run)
+    prepared = prepare(run, resume)
     strategy, choice = prepared.strategy.choose(run, prepared, _recorded_choice(resumed))
     loop = start(run, prepared, strategy, choice, resumed)
+    loop.started = started
     run.plugins.hook.on_run_start(run=run)
-    for index, phase in enumerate(plan_phases(strategy, loop.groups, run.job.train.epochs)):
+    phases = [] if _stopped_early(loop) else plan_phases(strategy, loop.groups, run.job.train.epochs)
+    for index, phase in enumerate(phases):
         if phase.end <= loop.state.epoch:
             continue  # finished before an interruption
         start_phase(loop, index, phase)
@@ -315,7 +464,7 @@ def fit(run: Run, resume: bool) -> None:
         break  # early stopping
     run.metrics.update(finish(run, loop.model, prepared.data))
     run.metrics["status"] = "completed"
-    run.metrics["wall_seconds"] = run.metrics.get("wall_seconds", 0.0) + (time.perf_counter() - started)
+    run.metrics["wall_seconds"] = _wall_seconds(loop)
     run.write_metrics()
     run.plugins.hook.on_run_end(run=run, metrics=run.metrics)
 
@@ -349,13 +498,69 @@ def start(run: Run, prepared: Prepared, strategy: Strategy, choice: dict[str, An
     loop = Loop(run, model, method, groups, LoopState(), resumed, scaler, features, generator,
                 train_loader(data, job, generator), val_batches)
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
+        # First, so that a failure below leaves metrics.json with the run's history.
+        run.metrics = resumed_metrics(run.directory, resumed["metrics"])
+        try:
+            model.load_state_dict(resumed["model"])
+        except RuntimeError as exc:
+            raise ConfigError(f"{run.checkpoints / 'last.pt'} does not fit this run's model: "
+                              f"{str(exc).strip().splitlines()[0]}", where=str(run.directory),
+                              fix="resume with the tlapp version and plugins that wrote the run, or start it again "
+                                  "with --overwrite") from None
         method.load_state_dict(resumed.get("method", {}))
         loop.state = LoopState(**resumed["loop"])
-        run.metrics = resumed["metrics"]
-        run.metrics["status"] = "running"
+        loop.earlier_seconds = float(run.metrics.get("wall_seconds", 0.0))
+        epochs_before = resumed["job"]["train"]["epochs"]
+        if epochs_before != job.train.epochs:
+            loop.phases_before = plan_phases(strategy, groups, epochs_before)
+            log.info("resuming with train.epochs %d instead of %d", job.train.epochs, epochs_before)
         log.info("resuming after epoch %d", loop.state.epoch)
     return loop
+
+
+def _wall_seconds(loop: Loop) -> float:
+    return loop.earlier_seconds + (time.perf_counter() - loop.started)
+
+
+def _stopped_early(loop: Loop) -> bool:
+    """A resumed run that early stopping ended: more epochs would not change that verdict."""
+    patience = loop.job.train.early_stopping.patience
+    stopped = loop.resumed is not None and patience is not None and loop.state.stale >= patience
+    if stopped:
+        log.info("nothing to train: early stopping ended this run after epoch %d", loop.state.epoch)
+    return stopped
+
+
+def _restore_phase(loop: Loop, index: int, phase: Phase, resumed: dict[str, Any]) -> None:
+    """Optimizer, schedule and scaler of the phase the run stopped in.
+
+    When more epochs lengthened that phase, the schedule is rebuilt for the new length and advanced by the
+    steps already taken, and the optimizer keeps its per-parameter state (moments): the remaining epochs
+    follow the schedule of a phase planned that long, while the epochs before followed the shorter one.
+    """
+    assert loop.optimizer is not None  # start_phase made it
+    before = loop.phases_before[index] if loop.phases_before is not None and index < len(loop.phases_before) else phase
+    if before == phase:
+        loop.optimizer.load_state_dict(resumed["optimizer"])
+        loop.scheduler.load_state_dict(resumed["scheduler"])
+    elif (before.start, before.lr_mult, before.train_bn) == (phase.start, phase.lr_mult, phase.train_bn):
+        with warnings.catch_warnings():  # stepping the schedule without optimizer steps is the point here
+            warnings.simplefilter("ignore")
+            for _ in range(int(resumed["scheduler"]["last_epoch"])):
+                loop.scheduler.step()
+        current = loop.optimizer.state_dict()["param_groups"]
+        loop.optimizer.load_state_dict({"state": resumed["optimizer"]["state"], "param_groups": current})
+        for entry in loop.run.metrics["phases"]:
+            if entry["phase"] == index:
+                entry["end_epoch"] = phase.end
+        log.info("phase %d now ends after epoch %d: its schedule continues as planned for that length",
+                 index, phase.end)
+    else:
+        log.warning("with train.epochs %d the strategy plans phase %d differently; it starts with a fresh "
+                    "optimizer", loop.job.train.epochs, index)
+        return
+    if loop.scaler is not None and resumed.get("scaler"):
+        loop.scaler.load_state_dict(resumed["scaler"])
 
 
 def start_phase(loop: Loop, index: int, phase: Phase) -> None:
@@ -369,10 +574,7 @@ def start_phase(loop: Loop, index: int, phase: Phase) -> None:
     log.info("phase %d (epochs %d-%d):\n%s", index, phase.start + 1, phase.end, format_table(table))
     resumed = loop.resumed
     if resumed is not None and resumed["loop"]["phase"] == index:
-        loop.optimizer.load_state_dict(resumed["optimizer"])
-        loop.scheduler.load_state_dict(resumed["scheduler"])
-        if loop.scaler is not None and resumed.get("scaler"):
-            loop.scaler.load_state_dict(resumed["scaler"])
+        _restore_phase(loop, index, phase, resumed)
     elif not any(p["phase"] == index for p in loop.run.metrics["phases"]):
         loop.run.metrics["phases"].append({"phase": index, "start_epoch": phase.start + 1, "end_epoch": phase.end,
                                            "groups": table})
@@ -450,12 +652,13 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
 def save_last(loop: Loop, epoch: int, monitored: Any) -> None:
     """``last.pt``: everything ``--resume`` needs to continue exactly as an uninterrupted run would."""
     assert loop.optimizer is not None  # start_phase made it
+    loop.run.metrics["wall_seconds"] = _wall_seconds(loop)
     checkpoint.save(loop.run.checkpoints / "last.pt", {
         **_model_state(loop.run, loop.model, epoch, monitored),
         "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
         "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
         "method": loop.method.state_dict(), "loop": asdict(loop.state), "rng": checkpoint.rng_state(),
-        "metrics": loop.run.metrics,
+        "metrics": loop.run.metrics, "job": loop.job.model_dump(mode="json"),
     })
 
 
@@ -464,6 +667,10 @@ def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
     best = run.checkpoints / "best.pt"
     if best.exists():
         model.load_state_dict(checkpoint.load(best)["model"])
+    else:  # e.g. an AUROC on validation splits that never hold both classes
+        log.warning("train.monitor %r was undefined on every validation epoch, so no best weights were chosen: "
+                    "evaluating the last weights; monitor a metric the validation split defines (e.g. loss)",
+                    run.job.train.monitor)
     test = data.test
     split, dataset = ("test", test) if test is not None and len(cast(Sized, test)) else ("val", data.val)
     loader = DataLoader(dataset, batch_size=run.job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
@@ -471,7 +678,7 @@ def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
     metrics = evaluate(model, run.task.evaluator(run.job, data, run.context), loader, run.precision,
                        run.context.device, run.job.train.channels_last)
     log.info("%s metrics: %s", split, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if _scalar(v)))
-    return {"evaluated_on": split, "metrics": metrics}
+    return {"evaluated_on": split, "evaluated_weights": "best" if best.exists() else "last", "metrics": metrics}
 
 
 def _model_state(run: Run, model: nn.Module, epoch: int, value: Any) -> dict[str, Any]:
@@ -492,8 +699,8 @@ def load_run(plugins: Plugins, run_dir: Path, overrides: dict[str, Any] | None =
         raise ConfigError(f"{run_dir} is not a tlapp run directory (no config.yaml)",
                           fix="pass the --output folder of an earlier `tlapp run`")
     saved = cfg.read_yaml(path)
-    task, job = resolve_job(plugins, plugin=saved.get("plugin"), config_file=None,
-                            overrides=cfg.merge(saved, overrides or {}))
+    task, job = resolve_job(plugins, plugin=saved.get("plugin"), config_file=None, overrides=overrides or {},
+                            base=saved)
     context = make_context(plugins, job, run_dir)
     ckpt_path = next((p for p in (run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt")
                       if p.exists()), None)

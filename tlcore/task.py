@@ -150,6 +150,13 @@ class Task:
     def evaluator(self, job: JobSpec, data: DataBundle, context: Context) -> Evaluator:
         raise NotImplementedError
 
+    def metric_names(self, job: JobSpec) -> list[str] | None:
+        """The validation metrics this job reports that ``train.monitor`` may name (keys of
+        ``evaluator(...).compute()``, ``loss`` included), so a misspelt monitor fails before any data
+        is read. None, the default, means unknown: the engine then checks the monitor after the
+        first validation instead."""
+        return None
+
     def predict(self, model: nn.Module, job: JobSpec, class_names: list[str], inputs: Sequence[str],
                 context: Context, out_dir: Path) -> list[dict[str, Any]]:
         """Predict for user inputs and write prediction files into ``out_dir``."""

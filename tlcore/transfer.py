@@ -1,11 +1,13 @@
 """Initialisation as parameter transfer: copy every tensor whose name and shape match, and say so.
 
 ``--init`` sources: a backbone's named weights (``imagenet``), ``file:PATH`` (a state
-dict or tlapp checkpoint), ``run:DIR`` (an earlier run's best checkpoint), ``none``.
+dict or tlapp checkpoint), ``run:DIR`` (an earlier run's best checkpoint), ``none``. A ``file:`` or ``run:``
+source that copies no tensor is refused unless ``model.init_allow_empty`` says random weights are meant.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from torch import nn
 from . import checkpoint
 from .errors import ConfigError, TlappError
 from .registry import Backbone
+
+log = logging.getLogger("tlapp")
 
 
 @dataclass
@@ -90,8 +94,13 @@ def run_checkpoint(run_dir: Path) -> Path:
                       fix="point run: at a tlapp run directory holding checkpoints/best.pt")
 
 
-def initialise(model: nn.Module, backbone_module: nn.Module, backbone: Backbone | None, init: str) -> InitReport:
-    """Fill ``model`` from the ``init`` source, where ``backbone_module`` is the model's backbone part."""
+def initialise(model: nn.Module, backbone_module: nn.Module, backbone: Backbone | None, init: str, *,
+               allow_empty: bool = False) -> InitReport:
+    """Fill ``model`` from the ``init`` source, where ``backbone_module`` is the model's backbone part.
+
+    A ``file:`` or ``run:`` source that matches no tensor of the model is refused unless ``allow_empty``:
+    training would start from random weights while the user believes it transfers.
+    """
     kind, value = parse_init(init)
     if kind == "none":
         return InitReport(source="none", not_initialised=list(model.state_dict()))
@@ -104,24 +113,72 @@ def initialise(model: nn.Module, backbone_module: nn.Module, backbone: Backbone 
         state = backbone.weights[value](backbone_module)
         return _copy_into_backbone(model, backbone_module, state, f"{backbone.name}:{value}")
     if kind == "run":
-        path = run_checkpoint(Path(value))
-        state = checkpoint.load(path)["model"]
-        return copy_matching(model, state, f"run:{value}")
+        report = _from_run(model, value)
+    else:
+        report = _from_file(model, backbone_module, value)
+    if report.loaded == 0:
+        _nothing_copied(report, init, backbone, allow_empty)
+    return report
+
+
+def _from_run(model: nn.Module, value: str) -> InitReport:
+    path = run_checkpoint(Path(value))
+    where = f"model.init (run:{value})"
+    loaded = checkpoint.load(path, what="checkpoint", where=where,
+                             fix="that run's checkpoint is damaged: initialise from another run or a weights file, "
+                                 "or train that run again")
+    if not checkpoint.is_checkpoint(loaded):
+        raise ConfigError(f"{path} is not a tlapp checkpoint (no model state in it)", where=where,
+                          fix="point run: at the output folder of an earlier `tlapp run`, or use file:PATH")
+    return copy_matching(model, _state_dict(loaded["model"], path, where), f"run:{value}")
+
+
+def _from_file(model: nn.Module, backbone_module: nn.Module, value: str) -> InitReport:
     path = Path(value)
+    where = f"model.init (file:{value})"
     if not path.exists():
-        raise ConfigError(f"weights file not found: {path}", where="model.init", fix="check the path")
-    loaded = checkpoint.load(path)
+        raise ConfigError(f"weights file not found: {path}", where=where, fix="check the path")
+    if path.is_dir():
+        fix = (f"for an earlier run's folder use --init run:{value}" if (path / "config.yaml").exists()
+               else "point file: at a .pt file saved with torch.save(model.state_dict(), PATH)")
+        raise ConfigError(f"{path} is a directory, not a weights file", where=where, fix=fix)
+    loaded = checkpoint.load(path, where=where)
     if checkpoint.is_checkpoint(loaded):
-        return copy_matching(model, loaded["model"], f"file:{value}")
+        return copy_matching(model, _state_dict(loaded["model"], path, where), f"file:{value}")
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise TlappError(f"{path} holds no state dict", where="model.init",
-                         fix="save weights with torch.save(model.state_dict(), PATH)")
+    state = _state_dict(loaded, path, where)
     # A whole-model state dict matches at the top; a bare backbone's under the backbone's prefix.
     backbone_prefix = _prefix_of(model, backbone_module)
-    prefix = max(["", backbone_prefix], key=lambda p: _matches(model, loaded, p))
-    return copy_matching(model, loaded, f"file:{value}", prefix=prefix)
+    prefix = max(["", backbone_prefix], key=lambda p: _matches(model, state, p))
+    return copy_matching(model, state, f"file:{value}", prefix=prefix)
+
+
+def _state_dict(obj: Any, path: Path, where: str) -> dict[str, Any]:
+    """``obj`` if it is a mapping holding tensors by name, else the error saying what it holds instead."""
+    fix = ("save weights with torch.save(model.state_dict(), PATH), or pass a tlapp checkpoint "
+           "(checkpoints/best.pt of a run)")
+    if not isinstance(obj, dict):
+        raise TlappError(f"{path} holds no state dict but a {type(obj).__name__}", where=where, fix=fix)
+    if not any(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        keys = ", ".join(repr(k) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
+        raise TlappError(f"{path} holds no tensors: a dict with keys {keys or '(none)'}", where=where, fix=fix)
+    return obj
+
+
+def _nothing_copied(report: InitReport, init: str, backbone: Backbone | None, allow_empty: bool) -> None:
+    if allow_empty:
+        log.warning("WARNING: --init %s copied no tensor into the model; it trains from its fresh random "
+                    "initialisation (model.init_allow_empty is true)", init)
+        return
+    example = f" (e.g. {report.skipped[0]['name']}: {report.skipped[0]['reason']})" if report.skipped else ""
+    name = getattr(backbone, "name", None)
+    raise ConfigError(
+        f"--init {init} copied no tensor into the model: none of the {len(report.skipped)} tensors in it "
+        f"matches a parameter of this model by name and shape{example}", where="model.init",
+        fix=(f"use weights of a model with backbone {name!r} " if name else "use weights of this model ")
+        + "(its state dict, its backbone's, or a tlapp checkpoint); to train from random weights on purpose, "
+          "use --init none or set model.init_allow_empty: true")
 
 
 def _copy_into_backbone(model: nn.Module, backbone_module: nn.Module, state: dict[str, torch.Tensor],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +12,7 @@ from tlcore import checkpoint
 from tlcore.config import TrainSpec
 from tlcore.device import resolve_precision
 from tlcore.engine import train_one_epoch
-from tlcore.errors import TrainingError
+from tlcore.errors import TlappError, TrainingError
 from tlcore.schedule import make_optimizer, make_scheduler
 
 CPU = torch.device("cpu")
@@ -98,12 +100,11 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     checkpoint.save(path, {"model": {"w": torch.ones(2)}})
 
     def exploding_save(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
-        raise OSError("disk full")
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", exploding_save)
-    with pytest.raises(OSError):
+    with pytest.raises(TlappError, match="cannot write .*last.pt"):
         checkpoint.save(path, {"model": {"w": torch.zeros(2)}})
     monkeypatch.undo()
     assert torch.equal(checkpoint.load(path)["model"]["w"], torch.ones(2))
