@@ -6,8 +6,10 @@ predictions; model assembly (backbone + head), loss and metrics live here.
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any, cast
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,8 @@ from .task import Context, DataBundle, Evaluator, Task
 
 DEFAULT_METRICS = ["accuracy", "f1_macro", "auroc", "auroc_per_class", "sensitivity", "specificity",
                    "precision_per_class", "recall_per_class", "f1_per_class", "confusion_matrix"]
+# Metrics about one class against the rest; the evaluator hands their factories ``positive_class``.
+POSITIVE_CLASS_METRICS = frozenset({"sensitivity", "specificity"})
 
 
 class ClassifierSpec(ModelSpec):
@@ -29,6 +33,50 @@ class ClassifierSpec(ModelSpec):
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for binary and multi-label outputs")
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    positive_class: str | None = Field(None, description="the class sensitivity and specificity are about; null: "
+                                                         "for two classes, the one not named like a negative "
+                                                         "class (e.g. normal), else asked for")
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def resolve_positive_class(spec: ClassifierSpec, class_names: list[str],
+                           negative_names: Collection[str] = ()) -> str | None:
+    """The class sensitivity and specificity are about: ``model.positive_class``, else for two classes the one
+    whose name is not in ``negative_names`` (case and separators ignored: "No Finding" is "no_finding"). None
+    when no class is meant (multi-label, or more than two classes, or neither metric requested).
+
+    Guessing by class index would make the sensitivity of a "nodule, normal" task the recall of "normal", so a
+    binary task that cannot tell asks, but only when those metrics are requested."""
+    chosen = spec.positive_class
+    if chosen is not None:
+        if spec.multilabel:
+            raise ConfigError("model.positive_class applies to single-label classification",
+                              where="model.positive_class",
+                              fix="drop it: multi-label sensitivity and specificity are averaged over labels")
+        if chosen not in class_names:
+            close = [c for c in class_names if _plain(c) == _plain(chosen)] or \
+                difflib.get_close_matches(chosen, class_names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"positive class {chosen!r} is not one of the classes: {', '.join(class_names)}",
+                              where="model.positive_class",
+                              fix=f"{hint}set --set model.positive_class=NAME with one of those names")
+        return chosen
+    if spec.multilabel or len(class_names) != 2 or not POSITIVE_CLASS_METRICS & set(spec.metrics):
+        return None
+    negatives = {_plain(n) for n in negative_names}
+    candidates = [c for c in class_names if _plain(c) not in negatives]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ConfigError(f"sensitivity and specificity need a positive class, and the class names "
+                      f"{', '.join(class_names)} do not say which it is"
+                      + (f" (exactly one would be named like a negative class: {', '.join(sorted(negative_names))})"
+                         if negative_names else ""),
+                      where="model.positive_class",
+                      fix=f"name it: --set model.positive_class=NAME (one of: {', '.join(class_names)}), "
+                          "or drop sensitivity and specificity from model.metrics")
 
 
 class ClassificationModel(nn.Module):
@@ -67,18 +115,25 @@ def build_classifier(job: JobSpec, num_outputs: int, context: Context) -> Classi
 
 
 class ClassificationEvaluator(Evaluator):
-    """Loss plus registered torchmetrics metrics over probabilities; per-class results keyed by class name."""
+    """Loss plus registered torchmetrics metrics over probabilities; per-class results keyed by class name.
 
-    def __init__(self, job: JobSpec, data: DataBundle, context: Context):
+    A value the split cannot define (the recall of a class it does not contain, AUROC without positives) is
+    None (null in metrics.json), and macro averages are over the other classes; ``undefined_classes`` names
+    those classes per metric. ``negative_names`` are the task's names for a "nothing found" class, which decide
+    the positive class of a binary task (see :func:`resolve_positive_class`)."""
+
+    def __init__(self, job: JobSpec, data: DataBundle, context: Context, negative_names: Collection[str] = ()):
         spec = cast(ClassifierSpec, job.model)
         self.multilabel = spec.multilabel
         self.class_names = data.class_names
+        self.positive_class = resolve_positive_class(spec, self.class_names, negative_names)
         n = data.num_outputs
-        self.metrics = {
-            name: context.registry.metrics.get_or_fail(name, where="model.metrics").factory(
-                num_classes=n, multilabel=self.multilabel, threshold=spec.threshold)
-            for name in spec.metrics
-        }
+        self.metrics = {}
+        for name in spec.metrics:
+            factory = context.registry.metrics.get_or_fail(name, where="model.metrics").factory
+            about = ({"positive_class": self.class_names.index(self.positive_class)}
+                     if self.positive_class is not None and name in POSITIVE_CLASS_METRICS else {})
+            self.metrics[name] = factory(num_classes=n, multilabel=self.multilabel, threshold=spec.threshold, **about)
         self.loss_sum, self.count = 0.0, 0
 
     def update(self, model: nn.Module, batch: Any) -> None:
@@ -93,17 +148,28 @@ class ClassificationEvaluator(Evaluator):
 
     def compute(self) -> dict[str, Any]:
         out: dict[str, Any] = {"loss": self.loss_sum / max(self.count, 1)}
+        if self.positive_class is not None:
+            out["positive_class"] = self.positive_class
+        undefined: dict[str, list[str]] = {}
         for name, metric in self.metrics.items():
             value = metric.compute()
             if isinstance(value, torch.Tensor) and value.dim() == 0:
-                out[name] = float(value)
+                out[name] = _number(float(value))
             elif isinstance(value, torch.Tensor) and value.dim() == 1 and len(value) == len(self.class_names):
-                out[name] = {c: float(v) for c, v in zip(self.class_names, value)}
+                out[name] = {c: _number(float(v)) for c, v in zip(self.class_names, value)}
             elif isinstance(value, torch.Tensor):
                 out[name] = value.tolist()
             else:
                 out[name] = value
+            if getattr(metric, "undefined", None):
+                undefined[name] = [self.class_names[i] for i in metric.undefined]
+        if undefined:
+            out["undefined_classes"] = undefined
         return out
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else value  # NaN: undefined, and not valid JSON either
 
 
 def classification_loss_from_logits(logits: torch.Tensor, target: torch.Tensor, multilabel: bool,
@@ -117,6 +183,9 @@ class ClassificationTask(Task):
     """A Task whose model is backbone + head and whose targets are class indices (or multi-hot)."""
 
     ModelOptions = ClassifierSpec
+    # Class names that mean "nothing found" in this domain (compared ignoring case and separators); with two
+    # classes, the other one is the positive class by default.
+    negative_class_names: frozenset[str] = frozenset()
 
     def build_model(self, job: JobSpec, num_outputs: int, context: Context) -> nn.Module:
         return build_classifier(job, num_outputs, context)
@@ -132,7 +201,15 @@ class ClassificationTask(Task):
         return loss
 
     def evaluator(self, job: JobSpec, data: DataBundle, context: Context) -> Evaluator:
-        return ClassificationEvaluator(job, data, context)
+        return ClassificationEvaluator(job, data, context, self.negative_class_names)
+
+    def metric_names(self, job: JobSpec) -> list[str] | None:
+        return ["loss", *cast(ClassifierSpec, job.model).metrics]
+
+    def positive_class(self, job: JobSpec, class_names: list[str]) -> str | None:
+        """The class sensitivity and specificity will be about; a ConfigError when it must be named. Call it
+        from ``build_data`` so that the question comes before training, not after the first epoch."""
+        return resolve_positive_class(cast(ClassifierSpec, job.model), class_names, self.negative_class_names)
 
 
 @torch.no_grad()

@@ -45,17 +45,18 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import logging
 import os
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from tlcore import ConfigError, DataError
+from tlcore import ConfigError, DataError, inside_root
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -89,6 +90,9 @@ SKIPPED_NAMES = frozenset({"dicomdir", "thumbs.db", "desktop.ini"})
 MANIFEST_COLUMNS = ("path", "label", "patient_id", "split")
 REQUIRED_COLUMNS = ("path", "label")
 FILE_KEY_PREFIX = "file:"
+
+Warn = Callable[[str], None]  # receives one message per data problem that does not stop indexing
+_log = logging.getLogger("tlapp.medical")  # under the "tlapp" logger, so into run logs
 
 _HASH_PERSON = b"tlapp-patient-v1"  # BLAKE2b personalisation: domain separation for patient keys
 _MAX_EXAMPLES = 5
@@ -165,7 +169,7 @@ def _is_skipped(name: str) -> bool:
             or os.path.splitext(lower)[1] in SIDECAR_SUFFIXES)
 
 
-def find_dicom_files(root: str | os.PathLike[str]) -> list[Path]:
+def find_dicom_files(root: str | os.PathLike[str], *, warn: Warn | None = None) -> list[Path]:
     """Candidate DICOM files under ``root``, recursively, sorted by relative path.
 
     Extensions are optional. Skipped: dot-files and dot-folders, names ending
@@ -174,7 +178,10 @@ def find_dicom_files(root: str | os.PathLike[str]) -> list[Path]:
     is returned *without* opening it, so a corrupt file is still listed and
     can be reported by the pixel check. Symlinked folders are not followed;
     symlinked files are listed. ``root`` may also be a single file.
+    Broken symlinks, symlinked folders and unreadable folders are skipped
+    with a message to ``warn`` (default: the ``tlapp.medical`` logger).
     """
+    warn = warn or _log.warning
     root = Path(root)
     if root.is_file():
         return [root]
@@ -182,15 +189,28 @@ def find_dicom_files(root: str | os.PathLike[str]) -> list[Path]:
         raise DataError(f"folder not found: {root}", where=str(root),
                         fix="check the data path (a folder of DICOM files, or a CSV manifest)")
     found: list[tuple[tuple[str, ...], Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    broken: list[Path] = []
+    unfollowed: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        warn(f"cannot read folder {exc.filename}: {exc.strerror}; its files are left out")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         base = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        unfollowed.extend(base / d for d in dirnames if (base / d).is_symlink())
         for name in filenames:
             if _is_skipped(name):
                 continue
             path = base / name
             if path.is_file():
                 found.append((path.relative_to(root).parts, path))
+            elif path.is_symlink():
+                broken.append(path)  # its target is missing, or a symlink loop
+    if broken:
+        warn(f"{len(broken)} broken symlink(s) skipped, their targets do not exist: {_examples(sorted(broken))}")
+    if unfollowed:
+        warn(f"{len(unfollowed)} symlinked folder(s) not followed: {_examples(sorted(unfollowed))}")
     found.sort(key=lambda item: item[0])
     return [path for _, path in found]
 
@@ -256,28 +276,38 @@ def _examples(paths: Iterable[object]) -> str:
     return text + (f" (and {len(items) - _MAX_EXAMPLES} more)" if len(items) > _MAX_EXAMPLES else "")
 
 
-def _visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
-    dirs, files = [], []
+def _visible_children(folder: Path, warn: Warn) -> tuple[list[Path], list[Path]]:
+    dirs, files, broken = [], [], []
     for child in sorted(folder.iterdir(), key=lambda p: p.name):
         if child.name.startswith("."):
             continue
         if child.is_dir():
             dirs.append(child)
-        elif child.is_file() and not _is_skipped(child.name):
-            files.append(child)
+        elif child.is_file():
+            if not _is_skipped(child.name):
+                files.append(child)
+        elif child.is_symlink():
+            broken.append(child)
+    if broken:
+        warn(f"{len(broken)} broken symlink(s) skipped, their targets do not exist: {_examples(broken)}")
     return dirs, files
 
 
-def _class_samples(folder: Path, split: str | None) -> tuple[list[tuple[Path, str, str | None]], list[Path]]:
+def _class_samples(folder: Path, split: str | None,
+                   warn: Warn) -> tuple[list[tuple[Path, str, str | None]], list[Path]]:
     """(path, label, split) for every candidate file under ``folder/<class>/``; stray files."""
-    class_dirs, stray = _visible_children(folder)
+    class_dirs, stray = _visible_children(folder, warn)
     rows = []
     for class_dir in class_dirs:
-        rows.extend((path, class_dir.name, split) for path in find_dicom_files(class_dir))
+        files = find_dicom_files(class_dir, warn=warn)
+        if not files:
+            warn(f"class folder {class_dir} holds no files: class {class_dir.name!r} is left out")
+        rows.extend((path, class_dir.name, split) for path in files)
     return rows, stray
 
 
-def index_folders(root: str | os.PathLike[str]) -> list[Sample]:
+def index_folders(root: str | os.PathLike[str], *, allow_outside_root: bool = False,
+                  warn: Warn | None = None) -> list[Sample]:
     """Label files by folder: ``root/<class>/...`` or ``root/<split>/<class>/...``.
 
     * Each visible sub-folder of ``root`` is a class; files may be nested at
@@ -292,12 +322,17 @@ def index_folders(root: str | os.PathLike[str]) -> list[Sample]:
       class: :class:`DataError`. Non-DICOM files there (a LICENSE, say) are
       ignored.
     * Patient keys come from each file's PatientID (see :class:`Sample`).
+    * A file (or class folder) that is a symlink leading outside ``root`` is a
+      :class:`DataError` unless ``allow_outside_root``.
+    * Empty class folders and broken symlinks are skipped with a message to
+      ``warn`` (default: the ``tlapp.medical`` logger).
     """
+    warn = warn or _log.warning
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}", where=str(root),
                         fix="point data.path at a folder with one sub-folder per class")
-    top_dirs, top_files = _visible_children(root)
+    top_dirs, top_files = _visible_children(root, warn)
     split_dirs = {d: SPLIT_ALIASES[d.name.lower()] for d in top_dirs if d.name.lower() in SPLIT_ALIASES}
     rows: list[tuple[Path, str, str | None]] = []
     stray: list[Path] = list(top_files)
@@ -317,11 +352,11 @@ def index_folders(root: str | os.PathLike[str]) -> list[Sample]:
                 raise DataError(f"two folders name the same split {split!r}: {seen[split].name} and {folder.name}",
                                 where=str(root), fix="keep one folder per split")
             seen[split] = folder
-            found, loose = _class_samples(folder, split)
+            found, loose = _class_samples(folder, split, warn)
             rows.extend(found)
             stray.extend(loose)
     else:
-        rows, _ = _class_samples(root, None)
+        rows, _ = _class_samples(root, None, warn)
     stray_dicom = [p for p in stray if looks_like_dicom(p)]
     if stray_dicom:
         raise DataError(
@@ -334,6 +369,8 @@ def index_folders(root: str | os.PathLike[str]) -> list[Sample]:
             "no files found in class folders", where=str(root),
             fix="use one sub-folder per class (root/<class>/...), optionally under train/ val/ test/",
         )
+    for path, _, _ in rows:
+        inside_root(root, path.relative_to(root), where=str(path), allow_outside=allow_outside_root)
     rows.sort(key=lambda r: r[0].relative_to(root).parts)
     return [Sample(path, (label,), patient_key_for(path), split) for path, label, split in rows]
 
@@ -351,12 +388,15 @@ def _split_labels(raw: str, delimiter: str | None) -> tuple[str, ...]:
     return tuple(sorted(labels))
 
 
-def read_manifest(path: str | os.PathLike[str], *, delimiter: str | None = ";") -> list[Sample]:
+def read_manifest(path: str | os.PathLike[str], *, delimiter: str | None = ";",
+                  allow_outside_root: bool = False) -> list[Sample]:
     """Samples from a CSV manifest with columns ``path,label[,patient_id][,split]``.
 
     * Header row required; column names are case-insensitive, any order;
       ``path`` and ``label`` are required, unknown or repeated columns are errors.
-    * ``path`` is relative to the CSV's folder (absolute paths also work).
+    * ``path`` is relative to the CSV's folder (absolute paths also work). A
+      path that leads outside that folder (``..``, an absolute path elsewhere,
+      a symlink out) is a :class:`DataError` unless ``allow_outside_root``.
     * ``label``: one label, or several separated by ``delimiter`` (default
       ``;``) for multi-label data; ``None`` disables splitting. Labels are
       stripped, de-duplicated and sorted.
@@ -395,7 +435,7 @@ def read_manifest(path: str | os.PathLike[str], *, delimiter: str | None = ";") 
                     raise DataError(f"row has {len(row)} fields, the header has {len(columns)}", where=where,
                                     fix="quote values that contain commas; one file per row")
                 cell = {name: row[i].strip() for name, i in columns.items()}
-                samples.append(_manifest_row(cell, base, delimiter, where, line, seen))
+                samples.append(_manifest_row(cell, base, delimiter, where, line, seen, allow_outside_root))
     except UnicodeDecodeError as exc:
         raise DataError(f"manifest is not UTF-8 text: {exc.reason}", where=str(csv_path),
                         fix="save the CSV as UTF-8") from None
@@ -430,19 +470,26 @@ def _manifest_columns(header: list[str], where: str) -> dict[str, int]:
 
 
 def _manifest_row(cell: dict[str, str], base: Path, delimiter: str | None, where: str, line: int,
-                  seen: dict[Path, int]) -> Sample:
+                  seen: dict[Path, int], allow_outside_root: bool) -> Sample:
     raw_path = cell["path"]
     if not raw_path:
         raise DataError("empty path", where=where, fix="give the file's path relative to the CSV's folder")
-    file = Path(raw_path)
-    if not file.is_absolute():
-        file = base / file
-    if not file.exists():
+    if "\x00" in raw_path:
+        raise DataError(f"path {raw_path!r} contains a NUL character", where=where,
+                        fix="give the file's path relative to the CSV's folder")
+    try:
+        # Checked before existence, so that a manifest cannot probe which files exist elsewhere.
+        file = inside_root(base, raw_path, where=where, allow_outside=allow_outside_root)
+        exists, is_file = file.exists(), file.is_file()
+        resolved = file.resolve()
+    except (OSError, RuntimeError) as exc:  # a name too long for the file system, a symlink loop
+        raise DataError(f"cannot use path {raw_path!r}: {exc}", where=where,
+                        fix="give the path of an existing file, relative to the manifest's folder") from None
+    if not exists:
         raise DataError(f"file not found: {raw_path}", where=where,
                         fix=f"paths are relative to the manifest's folder ({base})")
-    if not file.is_file():
+    if not is_file:
         raise DataError(f"not a file: {raw_path}", where=where, fix="list files, one per row")
-    resolved = file.resolve()
     if resolved in seen:
         raise DataError(f"file listed twice: {raw_path} (first on line {seen[resolved]})", where=where,
                         fix="list each file once; give several labels with the label delimiter")
@@ -461,12 +508,13 @@ def _manifest_row(cell: dict[str, str], base: Path, delimiter: str | None, where
     return Sample(file, labels, patient if patient else patient_key_for(file), split)
 
 
-def index_dataset(path: str | os.PathLike[str], *, delimiter: str | None = ";") -> list[Sample]:
+def index_dataset(path: str | os.PathLike[str], *, delimiter: str | None = ";", allow_outside_root: bool = False,
+                  warn: Warn | None = None) -> list[Sample]:
     """:func:`read_manifest` for a ``.csv`` file, :func:`index_folders` for a folder."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return read_manifest(path, delimiter=delimiter)
-    return index_folders(path)
+        return read_manifest(path, delimiter=delimiter, allow_outside_root=allow_outside_root)
+    return index_folders(path, allow_outside_root=allow_outside_root, warn=warn)
 
 
 # ----------------------------------------------------------------------------------------------

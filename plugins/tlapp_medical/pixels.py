@@ -120,20 +120,23 @@ _WINDOW_KEYWORDS = ("WindowCenter", "WindowWidth", "VOILUTFunction")
 _RESCALE_KEYWORDS = ("RescaleSlope", "RescaleIntercept", "RescaleType")
 
 _INSTALL_ALL = 'pip install "tlapp[dicom-codecs]"'
-# Which package decodes which compressed transfer syntax (what to tell the user).
-_CODEC_PACKAGES: dict[str, str] = {
-    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or Pillow)",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.80": "pyjpegls (or pylibjpeg-libjpeg)",
-    "1.2.840.10008.1.2.4.81": "pyjpegls (or pylibjpeg-libjpeg)",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle",
+# What to pip install for each compressed transfer syntax, alternatives in order. The pylibjpeg-* decoders are
+# plugins of pylibjpeg itself: installed without it, pydicom still finds no decoder.
+_LIBJPEG = "pylibjpeg pylibjpeg-libjpeg"
+_OPENJPEG = "pylibjpeg pylibjpeg-openjpeg"
+_CODEC_PACKAGES: dict[str, tuple[str, ...]] = {
+    "1.2.840.10008.1.2.4.50": (_LIBJPEG, "pillow"),
+    "1.2.840.10008.1.2.4.51": (_LIBJPEG,),
+    "1.2.840.10008.1.2.4.57": (_LIBJPEG,),
+    "1.2.840.10008.1.2.4.70": (_LIBJPEG,),
+    "1.2.840.10008.1.2.4.80": ("pyjpegls", _LIBJPEG),
+    "1.2.840.10008.1.2.4.81": ("pyjpegls", _LIBJPEG),
+    "1.2.840.10008.1.2.4.90": (_OPENJPEG,),
+    "1.2.840.10008.1.2.4.91": (_OPENJPEG,),
+    "1.2.840.10008.1.2.4.201": (_OPENJPEG,),
+    "1.2.840.10008.1.2.4.202": (_OPENJPEG,),
+    "1.2.840.10008.1.2.4.203": (_OPENJPEG,),
+    "1.2.840.10008.1.2.5": ("pylibjpeg pylibjpeg-rle",),
 }
 
 
@@ -390,10 +393,10 @@ def _transfer_syntax(ds: Dataset) -> UID | None:
 
 
 def _codec_fix(tsyntax: UID) -> str:
-    package = _CODEC_PACKAGES.get(str(tsyntax))
+    packages = _CODEC_PACKAGES.get(str(tsyntax), ())
     text = _INSTALL_ALL
-    if package:
-        text += f" (or just {package})"
+    if packages:
+        text += " (or just: " + ", or ".join(f"pip install {p}" for p in packages) + ")"
     return text
 
 

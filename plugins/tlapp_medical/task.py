@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ class DicomData(Section):
     fold: int = Field(0, ge=0, description="which fold is the validation split")
     on_error: Literal["fail", "skip"] = Field("fail", description="bad files: stop before training, or skip them")
     patient_salt: str | None = Field(None, description="salt for patient keys in outputs; null: random per run")
+    allow_outside_root: bool = Field(False, description="accept manifest paths and symlinks that lead outside the "
+                                                        "dataset folder")
 
     @field_validator("window", "frames")
     @classmethod
@@ -64,23 +67,34 @@ class DicomData(Section):
 
 
 class CachedDecoder:
-    """Decodes a file once per (content, settings); later reads come memory-mapped from the cache."""
+    """Decodes a file once per (content, settings); later reads come memory-mapped from the cache.
+
+    Hashing a file on every read would cost more than the read, so its content key is remembered, but only
+    for as long as the file's size, mtime, inode and ctime stay the same: a file replaced while the data is
+    being built is hashed and decoded again instead of being served stale."""
 
     def __init__(self, cache: DecodedCache, settings: PixelSettings):
         self.cache, self.settings = cache, settings
-        self.keys: dict[Path, str] = {}
+        self.keys: dict[Path, tuple[tuple[int, ...], str]] = {}
 
     def __call__(self, path: Path):
-        key = self.keys.get(path)
-        if key is None:
-            key = self.keys[path] = DecodedCache.content_key(path)
-        return self.cache.get_or_decode(path, self.settings, read_dicom, content_key=key)
+        try:
+            stat = os.stat(path)
+            version = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+            known = self.keys.get(path)
+            if known is None or known[0] != version:
+                known = self.keys[path] = (version, DecodedCache.content_key(path))
+        except OSError as exc:
+            raise DataError(f"cannot read the file: {exc.strerror or exc}", where=str(path),
+                            fix="check that it exists and is readable, or remove it from the dataset") from None
+        return self.cache.get_or_decode(path, self.settings, read_dicom, content_key=known[1])
 
 
 class DicomClassification(ClassificationTask):
     name = "dicom-classification"
     description = "classify DICOM images (folders per class or a CSV manifest), split by patient"
     DataOptions = DicomData
+    negative_class_names = frozenset({"normal", "no_finding", "healthy", "negative", "benign"})
     sample_data = SAMPLE_DATA
     sample_script = "python scripts/make_medical_sample.py"
     recipe = {
@@ -94,11 +108,11 @@ class DicomClassification(ClassificationTask):
 
     # ------------------------------------------------------------ data
 
-    def _samples(self, job: JobSpec, context: Context) -> list[formats.Sample]:
+    def _samples(self, job: JobSpec, context: Context, warn: formats.Warn) -> list[formats.Sample]:
         root = self.data_root(job)
         manifest = job.data.manifest
         if root.is_file():
-            manifest, root = str(root), root.parent
+            manifest, root = str(root.absolute()), root.parent  # absolute: not joined to its own folder again
         fmt = job.data.format
         if fmt == "auto":
             fmt = "dicom-manifest" if manifest else "dicom-folders"
@@ -108,8 +122,46 @@ class DicomClassification(ClassificationTask):
                 raise DataError("data.format is dicom-manifest but no manifest was given",
                                 fix="set data.manifest=labels.csv or pass the CSV as --data")
             path = Path(manifest) if Path(manifest).is_absolute() else root / manifest
-            return reader(path, delimiter=job.data.label_delimiter)
-        return reader(root)
+            return reader(path, delimiter=job.data.label_delimiter, allow_outside_root=job.data.allow_outside_root)
+        return reader(root, allow_outside_root=job.data.allow_outside_root, warn=warn)
+
+    @staticmethod
+    def _write_splits(path: Path, splits: dict[str, list[formats.Sample]], salt: str | None) -> None:
+        """``splits.json``: each split's files with salted patient hashes.
+
+        The random salt is never stored (with it, guessable patient IDs could be recovered from the hashes),
+        so a resumed run, whose split is the same, keeps the file it wrote first rather than re-hashing.
+        """
+        try:
+            earlier = json.loads(path.read_text())
+            files = {split: [entry["file"] for entry in items] for split, items in earlier.items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            files = None
+        if files == {split: [str(s.path) for s in items] for split, items in splits.items()}:
+            return
+        salt = salt or secrets.token_hex(16)
+        listing = {split: [{"file": str(s.path), "patient": formats.patient_hash(s.patient_key, salt)}
+                           for s in items] for split, items in splits.items()}
+        atomic_write_text(path, json.dumps(listing, indent=1) + "\n")
+
+    @staticmethod
+    def _data_warnings(samples, splits: dict[str, list] | None = None) -> list[str]:
+        """Classes too small to be both learnt and measured, and splits that lack a class."""
+        files: Counter[str] = Counter()
+        patients: dict[str, set[str]] = defaultdict(set)
+        for s in samples:
+            files.update(s.labels)
+            for label in s.labels:
+                patients[label].add(s.patient_key)
+        notes = [f"class {c!r} has {files[c]} file(s) from a single patient: they all land in one split, so the "
+                 f"model cannot both learn it and be measured on it" for c in sorted(files) if len(patients[c]) < 2]
+        for split, items in (splits or {}).items():
+            present = {label for s in items for label in s.labels}
+            missing = sorted(set(files) - present)
+            if items and missing:
+                effect = "the model never sees" if split == "train" else "per-class metrics there are null for"
+                notes.append(f"the {split} split has no files of class(es) {', '.join(missing)}: {effect} them")
+        return notes
 
     def _decoder(self, job: JobSpec, context: Context) -> CachedDecoder:
         return CachedDecoder(DecodedCache(context.cache_dir / "dicom"), job.data.pixel_settings())
@@ -149,19 +201,23 @@ class DicomClassification(ClassificationTask):
 
     def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
         decoder = self._decoder(job, context)
-        samples, frame_counts, bad = self._decode_all(self._samples(job, context), decoder, job, context)
+        notes: list[str] = []
+        samples = self._samples(job, context, notes.append)
+        self.positive_class(job, self._classes(samples, job))  # asked before every file is decoded
+        samples, frame_counts, bad = self._decode_all(samples, decoder, job, context)
         class_names = self._classes(samples, job)
+        self.positive_class(job, class_names)
         if for_training:
             splits = formats.split_by_patient(samples, val_fraction=job.data.val_fraction,
                                             test_fraction=job.data.test_fraction, seed=job.train.seed,
                                             folds=job.data.folds, fold=job.data.fold)
+            notes += self._data_warnings(samples, splits)
         else:
             splits = {"train": [], "val": [], "test": samples}
+        for note in notes:
+            context.log.warning("data: %s", note)
         if context.run_dir is not None and for_training:
-            salt = job.data.patient_salt or secrets.token_hex(16)
-            listing = {split: [{"file": str(s.path), "patient": formats.patient_hash(s.patient_key, salt)}
-                               for s in items] for split, items in splits.items()}
-            atomic_write_text(context.run_dir / "splits.json", json.dumps(listing, indent=1) + "\n")
+            self._write_splits(context.run_dir / "splits.json", splits, job.data.patient_salt)
         backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
         augment = build_augmentation(job, context, job.data.image_size)
 
@@ -180,6 +236,7 @@ class DicomClassification(ClassificationTask):
                 for split, items in splits.items()
             },
             "pixels": job.data.pixel_settings().key(),
+            **({"warnings": notes} if notes else {}),
         }
         return DataBundle(train=dataset("train", augment), val=dataset("val"), test=dataset("test"),
                           num_outputs=len(class_names), class_names=class_names, summary=summary)
@@ -227,7 +284,8 @@ class DicomClassification(ClassificationTask):
         return records
 
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
-        samples = self._samples(job, context)
+        notes: list[str] = []
+        samples = self._samples(job, context, notes.append)
         facts, unreadable = [], []
         decoder = self._decoder(job, context)
         for s in samples:
@@ -251,6 +309,7 @@ class DicomClassification(ClassificationTask):
             "classes": dict(Counter(label for s in usable for label in s.labels)),
             "patients": len({s.patient_key for s in usable}),
         }
+        splits = None
         try:
             splits = formats.split_by_patient(usable, val_fraction=job.data.val_fraction,
                                             test_fraction=job.data.test_fraction, seed=job.train.seed,
@@ -260,4 +319,13 @@ class DicomClassification(ClassificationTask):
                                 for k, v in splits.items()}
         except DataError as exc:
             report["splits"] = {"error": exc.what}
+        report["positive_class"] = None
+        try:
+            report["positive_class"] = self.positive_class(job, sorted(report["classes"]))
+        except ConfigError as exc:  # a run would stop here; a check reports it with the rest
+            notes.append(f"{exc.what}; {exc.fix}")
+        notes += self._data_warnings(usable, splits)
+        for note in notes:
+            context.log.warning("data: %s", note)
+        report["warnings"] = notes
         return report

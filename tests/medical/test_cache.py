@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from tlapp_medical import cache as cache_module
 from tlapp_medical.cache import DecodedCache
 from tlapp_medical.pixels import PixelSettings, read_dicom
+from tlapp_medical.task import CachedDecoder
+from tlcore import DataError
 
 SOURCE = Path(pydicom.data.__file__).parent / "test_files" / "rtdose.dcm"  # 15 frames
 
@@ -174,3 +177,30 @@ def test_corrupt_entry_is_decoded_again(tmp_path, dicom):
     out = cache.get_or_decode(dicom, settings, decode)
     assert decode.calls == 2
     np.testing.assert_array_equal(out[0], read_dicom(dicom, settings)[0])
+
+
+def test_cached_decoder_sees_a_file_replaced_during_one_build(tmp_path, make_dicom):
+    """The content key is remembered per path, but a changed size, mtime, inode or ctime means new content."""
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 16 + 1000).astype(np.uint16)
+    path = make_dicom(tmp_path / "d" / "a.dcm", pixels=ramp)
+    decoder = CachedDecoder(DecodedCache(tmp_path / "cache"), PixelSettings(size=8, window="minmax"))
+    first = np.array(decoder(path)[0])
+    assert np.array_equal(np.array(decoder(path)[0]), first)
+
+    # rewritten in place: same size, same inode, and the old mtime put back; only ctime tells
+    before = path.stat()
+    make_dicom(path, pixels=ramp[::-1].copy())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    second = np.array(decoder(path)[0])
+    assert not np.array_equal(second, first)
+    np.testing.assert_array_equal(second, read_dicom(path, decoder.settings)[0])
+
+    # replaced by another file (a new inode), as copying tools and editors do
+    other = make_dicom(tmp_path / "other.dcm", pixels=ramp.T.copy())
+    os.replace(other, path)
+    np.testing.assert_array_equal(np.array(decoder(path)[0]), read_dicom(path, decoder.settings)[0])
+
+    path.unlink()
+    with pytest.raises(DataError, match="cannot read the file"):
+        decoder(path)

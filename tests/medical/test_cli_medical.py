@@ -19,7 +19,9 @@ PATIENTS = {  # made-up identities that must never reach any output file
     "PID-2175-SECRET": "Brownlowesby^Carol",
     "PID-3286-SECRET": "Taylorsfield^Dave",
 }
-FAST = ("--epochs", "1", "--batch-size", "8", "--set", "data.image_size=32")
+QUICK = ("--epochs", "1", "--batch-size", "8", "--set", "data.image_size=32")
+# Neither class is named like a negative one (normal, ...), so the positive class is named.
+FAST = (*QUICK, "--set", "model.positive_class=lesion")
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +59,9 @@ def test_run_on_dicom_folder_writes_clinical_metrics(dataset, tlapp):
                 "confusion_matrix"):
         assert key in m["metrics"], key
     assert set(m["metrics"]["auroc_per_class"]) == {"clear", "lesion"}
+    assert m["metrics"]["positive_class"] == "lesion"
+    assert m["metrics"]["sensitivity"] == pytest.approx(m["metrics"]["recall_per_class"]["lesion"])
+    assert m["metrics"]["specificity"] == pytest.approx(m["metrics"]["recall_per_class"]["clear"])
     assert np.asarray(m["metrics"]["confusion_matrix"]).sum() == m["data"]["splits"]["test"]["frames"]
 
 
@@ -69,6 +74,19 @@ def test_splits_are_by_patient(dataset, tlapp):
             owners.setdefault(f["patient"], set()).add(split)
     assert owners and all(len(s) == 1 for s in owners.values())
     assert all(n > 0 for n in (len(splits["train"]), len(splits["val"]), len(splits["test"])))
+
+
+def test_resumed_run_keeps_its_split_listing(dataset, tlapp):
+    """The salt of the patient hashes is random and never stored: a resume keeps splits.json as written."""
+    code, _, err = tlapp("run", "--plugin", "medical", "--data", str(dataset), "--output", "r", *FAST)
+    assert code == 0, err
+    before = Path("r/splits.json").read_bytes()
+    code, _, err = tlapp("run", "--plugin", "medical", "--data", str(dataset), "--output", "r", "--resume",
+                         *FAST[:-4], "--epochs", "2", "--set", "model.positive_class=lesion",
+                         "--set", "data.image_size=32")
+    assert code == 0, err
+    assert read_metrics("r")["epochs"] == 2
+    assert Path("r/splits.json").read_bytes() == before
 
 
 def test_no_identifying_attribute_reaches_any_output(dataset, tlapp):
@@ -143,13 +161,13 @@ def test_manifest_with_explicit_splits_and_multilabel(tmp_path, make_dicom, tlap
             rows.append(f"{name},{labels},P{p},{split}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     code, _, err = tlapp("run", "--plugin", "medical", "--data", str(root / "labels.csv"), "--output", "r",
-                         *FAST, "--set", "model.multilabel=true")
+                         *QUICK, "--set", "model.multilabel=true")
     assert code == 0, err
     m = read_metrics("r")
     assert m["class_names"] == ["effusion", "nodule", "none"]
     assert m["data"]["splits"]["val"]["files"] == 4 and m["data"]["splits"]["test"]["files"] == 8
     assert isinstance(m["metrics"]["confusion_matrix"], list) and len(m["metrics"]["confusion_matrix"]) == 3
-    code, _, err = tlapp("run", "--plugin", "medical", "--data", str(root / "labels.csv"), "--output", "x", *FAST)
+    code, _, err = tlapp("run", "--plugin", "medical", "--data", str(root / "labels.csv"), "--output", "x", *QUICK)
     assert code == 2 and "model.multilabel=true" in err
 
 
@@ -166,6 +184,8 @@ def test_data_check_reports_without_training(dataset, tlapp):
     assert report["classes"] == {"lesion": 18, "clear": 18} or report["classes"] == {"clear": 18, "lesion": 18}
     assert report["patients"] == 6
     assert sum(s["patients"] for s in report["splits"].values()) == 6
+    assert report["positive_class"] is None  # lesion and clear: the question is a warning here, an error in run
+    assert any("--set model.positive_class=NAME" in w for w in report["warnings"])
 
 
 def test_each_file_is_decoded_once_across_runs(dataset, tlapp, monkeypatch):

@@ -10,6 +10,7 @@ from ``pydicom.data.get_testdata_files`` (it tries the network).
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -634,7 +635,32 @@ def _assert_missing_decoder_message(msg: str, path: Path):
     assert "JPEG 2000 Image Compression (Lossless Only)" in msg
     assert "1.2.840.10008.1.2.4.90" in msg
     assert 'pip install "tlapp[dicom-codecs]"' in msg
-    assert "pylibjpeg-openjpeg" in msg
+    # pylibjpeg-openjpeg is a plugin of pylibjpeg: naming only the plugin leaves the decoder unavailable
+    assert "pip install pylibjpeg pylibjpeg-openjpeg" in msg
+
+
+@pytest.fixture
+def only_the_openjpeg_plugin(monkeypatch):
+    """Simulate pylibjpeg-openjpeg installed without pylibjpeg itself (and without Pillow/GDCM)."""
+    decoder = get_decoder(pydicom.uid.JPEG2000Lossless)
+    unavailable = {label: ("pylibjpeg>=2.0",) for label in decoder._available}
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {**decoder._unavailable, **unavailable})
+    return decoder
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.80",
+                                    "1.2.840.10008.1.2.5"])
+def test_every_pylibjpeg_hint_names_pylibjpeg_itself(syntax):
+    fix = pixels._codec_fix(pydicom.uid.UID(syntax))
+    assert re.search(r"pip install pylibjpeg pylibjpeg-\w+", fix), fix
+
+
+def test_missing_pylibjpeg_itself_is_named(only_the_openjpeg_plugin):
+    path = tf("MR_small_jp2klossless.dcm")
+    with pytest.raises(DataError) as info:
+        read_dicom(path, PixelSettings())
+    assert "pylibjpeg>=2.0" in info.value.what and "pip install pylibjpeg pylibjpeg-openjpeg" in info.value.fix
 
 
 def test_missing_decoder_message(no_jpeg2000_decoder):
