@@ -19,8 +19,8 @@ from tlcore import (ConfigError, Context, DataBundle, DataError, JobSpec, ModelS
                     atomic_write_text, build_augmentation, input_files, write_predictions)
 
 from .datasets import DetectionDataset, ImageFiles, aspect_ratio_batches, collate
-from .formats import IMAGE_SUFFIXES, DetectionSet, ImageRecord
-from .metrics import DetectionEvaluator
+from .formats import IMAGE_SUFFIXES, DetectionSet, ImageRecord, checked_image_size
+from .metrics import SCALARS, DetectionEvaluator
 from .models import BUILDERS, LITE0_ENTRY, DetectionModel, DetectorOptions
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
@@ -37,6 +37,11 @@ class DrivingData(Section):
                                              description="rename source types before matching classes, e.g. "
                                                          "{Person_sitting: Pedestrian}; null drops a type")
     strict: bool = Field(False, description="fail on degenerate boxes (naming file and line) instead of dropping")
+    on_error: Literal["fail", "skip"] = Field("fail", description="unusable images (undecodable, bad label lines, "
+                                                                  "bad annotations): stop before training, or "
+                                                                  "leave them out")
+    allow_outside_root: bool = Field(False, description="COCO: let file_name lead outside the image folder "
+                                                        "(.., absolute paths, symlinks)")
     images: str | None = Field(None, description="COCO: image folder for file_name (default images/ beside the JSON)")
     val_fraction: float = Field(0.2, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
@@ -127,6 +132,11 @@ class DrivingDetection(Task):
                                    "strict": job.data.strict, "collect": collect}
         if job.data.images is not None:
             options["images"] = job.data.images
+        # Only when set, so that formats from other plugins without these options keep working by default.
+        if job.data.on_error != "fail":
+            options["on_error"] = job.data.on_error
+        if job.data.allow_outside_root:
+            options["allow_outside_root"] = True
         try:
             data = reader(root, **options)
         except TypeError as exc:
@@ -136,6 +146,15 @@ class DrivingDetection(Task):
 
     def _log_read(self, data: DetectionSet, context: Context) -> None:
         r = data.report
+        if r.skipped:
+            context.log.warning("left out %d unusable image(s) (data.on_error=skip):\n%s", len(r.skipped),
+                                "\n".join(f"    {s['reason']}" for s in r.skipped[:10])
+                                + (f"\n    ... and {len(r.skipped) - 10} more" if len(r.skipped) > 10 else ""))
+        for warning in _warnings(data):
+            context.log.warning("%s", warning)
+        if 0 < r.empty_images < r.images:
+            context.log.info("%d of %d images have no boxes of the classes: kept as negatives", r.empty_images,
+                             r.images)
         if r.degenerate:
             context.log.warning("dropped %d degenerate boxes (zero or negative width or height), e.g. %s; "
                                 "set data.strict=true to stop on them instead", len(r.degenerate),
@@ -173,9 +192,18 @@ class DrivingDetection(Task):
         data = self.read(job, context)
         self._log_read(data, context)
         splits = self._split(data.records, job, for_training)
+        if for_training:
+            trained = {c for r in splits["train"] for c in r.classes} | set(data.report.classes_without_objects)
+            elsewhere = [c for c in data.classes if c not in trained]
+            if elsewhere:
+                context.log.warning("class(es) %s have boxes only in val/test, none in the training split",
+                                    elsewhere)
         if context.run_dir is not None and for_training:
             listing = {s: [str(r.path) for r in items] for s, items in splits.items()}
             atomic_write_text(context.run_dir / "splits.json", json.dumps(listing, indent=1) + "\n")
+            if data.report.skipped:
+                atomic_write_text(context.run_dir / "skipped_files.json",
+                                  json.dumps(data.report.skipped, indent=1) + "\n")
         augment = None
         if for_training and splits["train"]:
             typical_height = int(statistics.median(r.height for r in splits["train"]))
@@ -235,6 +263,9 @@ class DrivingDetection(Task):
     def evaluator(self, job: JobSpec, data: DataBundle, context: Context) -> DetectionEvaluator:
         return DetectionEvaluator(data.class_names)
 
+    def metric_names(self, job: JobSpec) -> list[str] | None:
+        return ["loss", *SCALARS]
+
     # ------------------------------------------------------------ predictions and preflight
 
     def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
@@ -244,6 +275,16 @@ class DrivingDetection(Task):
 
         files = input_files(inputs, lambda folder: sorted(p for p in folder.rglob("*")
                                                           if p.suffix.lower() in IMAGE_SUFFIXES), "images")
+        bad = []
+        for f in files:
+            try:
+                checked_image_size(f)
+            except DataError as exc:
+                bad.append(f"{f}: {exc.what}")
+        if bad:
+            raise DataError(f"{len(bad)} of {len(files)} input images cannot be read:\n    " + "\n    ".join(bad[:30])
+                            + (f"\n    ... and {len(bad) - 30} more" if len(bad) > 30 else ""),
+                            fix="replace or remove them")
         loader = DataLoader(ImageFiles(files), batch_size=job.train.batch_size, collate_fn=collate)
         model.eval()
         records: list[dict[str, Any]] = []
@@ -294,6 +335,8 @@ class DrivingDetection(Task):
             "box_heights": _spread([b[3] - b[1] for r in records for b in r.boxes]),
             "problems": data.report.problems[:200],
             "problem_count": len(data.report.problems),
+            "skipped_files": data.report.skipped[:200],
+            "warnings": _warnings(data),
         }
         if records:
             try:
@@ -303,6 +346,18 @@ class DrivingDetection(Task):
             except DataError as exc:
                 report["splits"] = {"error": exc.what}
         return report
+
+
+def _warnings(data: DetectionSet) -> list[str]:
+    """What may spoil training without stopping it: classes never seen, images without objects."""
+    r = data.report
+    out = []
+    if r.classes_without_objects:
+        out.append(f"class(es) {r.classes_without_objects} have no boxes in the data: the detector cannot learn "
+                   "them (check data.classes and data.class_map)")
+    if r.images and r.empty_images == r.images:
+        out.append("no image has a box of the classes: nothing to learn (check data.classes and data.class_map)")
+    return out
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:

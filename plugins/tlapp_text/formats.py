@@ -4,8 +4,9 @@ The dataset formats ``text-csv``, ``text-tsv`` and ``text-jsonl`` (``FORMATS``) 
 ``reader(fmt)``: ``read(path, file_split=None, **columns)``. Readers never stop at a
 bad row: they return the good rows and a list of ``Problem`` (file, line, reason)
 so that the task can fail with one message listing them all, or skip them
-(``data.on_error: skip``), and so that ``tlapp data check`` can show them. Problems with a whole file (unreadable, not
-UTF-8, no text column) raise ``DataError`` at once.
+(``data.on_error: skip``), and so that ``tlapp data check`` can show them. A line that is not text in the
+configured encoding is such a bad row too. Problems with a whole file (unreadable, an undecodable header, no text
+column) raise ``DataError`` at once.
 """
 
 from __future__ import annotations
@@ -100,33 +101,63 @@ def format_of(path: Path, fmt: str = "auto") -> str:
     return found
 
 
+ENCODING_FIX = "save the file as UTF-8, or set data.encoding to its encoding (e.g. latin-1)"
+
+
 def decode(path: Path, encoding: str = "utf-8") -> str:
+    """The whole file as text; a DataError naming the first line that is not text in ``encoding``."""
+    return _decode(path, encoding, by_line=False)[0]
+
+
+def decode_lines(path: Path, encoding: str = "utf-8") -> tuple[str, list[Problem]]:
+    """The file as text with each undecodable line blanked and returned as a ``Problem``.
+
+    Only encodings that write a newline as the single byte ``\\n`` (UTF-8, Latin-1, ...) can be cut
+    into lines before decoding; for others (UTF-16) the first bad byte fails the file.
+    """
+    return _decode(path, encoding, by_line=True)
+
+
+def _decode(path: Path, encoding: str, by_line: bool) -> tuple[str, list[Problem]]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}", where=str(path)) from None
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
         encoding = "utf-8-sig"  # a byte-order mark from spreadsheet exports is not part of the header
+    name = encoding.removesuffix("-sig")
     try:
-        return raw.decode(encoding)
+        return raw.decode(encoding), []
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not {encoding.removesuffix('-sig')} text ({exc.reason})",
-                        where=f"{path}:{line}",
-                        fix="save the file as UTF-8, or set data.encoding to its encoding (e.g. latin-1)") from None
+        first = DataError(f"{path}:{line}: not {name} text ({exc.reason})", where=f"{path}:{line}",
+                          fix=ENCODING_FIX)
     except LookupError:
         raise DataError(f"unknown encoding {encoding!r}", where="data.encoding",
                         fix="use a Python codec name such as utf-8 or latin-1") from None
+    if not by_line or line == 1 or "\n".encode(name) != b"\n":
+        raise first
+    lines, problems = [], []
+    for number, chunk in enumerate(raw.split(b"\n"), start=1):
+        try:
+            lines.append(chunk.decode(encoding))
+        except UnicodeDecodeError as exc:
+            lines.append("")
+            problems.append(Problem(str(path), number, f"not {name} text ({exc.reason}); set data.encoding if "
+                                                       "the file uses another encoding"))
+    return "\n".join(lines), problems
 
 
 def read_file(path: Path, columns: Columns, fmt: str = "auto", file_split: str | None = None) -> ReadResult:
     """Every row of one file; ``file_split`` is the split the whole file belongs to (folder layout)."""
     fmt = format_of(path, fmt)
-    text = decode(path, columns.encoding)
+    text, undecodable = decode_lines(path, columns.encoding)
     if fmt == "jsonl":
         result = _read_jsonl(path, text, columns)
     else:
         result = _read_table(path, text, columns, "\t" if fmt == "tsv" else ",")
+    if undecodable:
+        result.problems = sorted(result.problems + undecodable, key=lambda p: p.line)
     if file_split is not None:
         for r in result.records:
             r.split = file_split
@@ -199,6 +230,9 @@ def _read_jsonl(path: Path, text: str, columns: Columns) -> ReadResult:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             result.problems.append(Problem(name, line, f"bad JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        except (ValueError, RecursionError) as exc:  # a number of over 4300 digits; nesting deeper than Python's stack
+            result.problems.append(Problem(name, line, f"bad JSON: {str(exc) or type(exc).__name__}"))
             continue
         if not isinstance(obj, dict):
             result.problems.append(Problem(name, line, f"expected a JSON object, got {type(obj).__name__}"))

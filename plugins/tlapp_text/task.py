@@ -13,17 +13,20 @@ from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, predict_probabilities, write_predictions)
+                    atomic_write_text, input_files, predict_probabilities, write_predictions)
 
 from .datasets import Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode, length_stats
-from .formats import (FORMATS, SPLITS, Columns, Problem, ReadResult, Record, decode, describe, find_files, format_of,
-                      stratified_split)
+from .formats import (FORMATS, SPLITS, SUFFIXES, Columns, Problem, ReadResult, Record, decode, describe, find_files,
+                      format_of, stratified_split)
 from .models import MINILM, TextBackbone
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
 METRICS = ["accuracy", "f1_macro", "precision_per_class", "recall_per_class", "f1_per_class", "confusion_matrix",
            "auroc"]
 PLAIN_SUFFIXES = {".txt", ".text", ""}
+# In a folder, a .txt file is one document (the layout of 20 Newsgroups, IMDb reviews, exported tickets).
+DOCUMENT_SUFFIXES = {".txt", ".text"}
+PREDICT_INPUTS = "text files (.txt, .csv, .tsv, .jsonl)"
 
 
 class TextData(Section):
@@ -195,6 +198,9 @@ class TextClassification(ClassificationTask):
                 atomic_write_text(context.run_dir / "skipped_rows.json",
                                   json.dumps([p.as_dict() for p in problems], indent=1) + "\n")
         self._check_classes(parts, class_names, job, root, for_training)
+        if for_training:
+            for warning in _class_warnings(parts, class_names):
+                context.log.warning("data: %s", warning)
         for note in notes:
             context.log.info("data: %s", note)
 
@@ -265,17 +271,20 @@ class TextClassification(ClassificationTask):
             if raw == "-":
                 items += _lines("<stdin>", sys.stdin.read())
                 continue
-            path = Path(raw)
-            if not path.is_file():
-                raise DataError(f"input not found: {raw}", where=raw,
-                                fix="pass text files (one text per line), CSV/TSV/JSONL files with the text "
-                                    "column, or - to read texts from standard input")
-            if path.suffix.lower() in PLAIN_SUFFIXES:
-                items += _lines(str(path), decode(path, job.data.encoding))
-                continue
-            result = self._read_file(path, columns, job, context, None)
-            problems += result.problems
-            items += [(r.where, r.text) for r in result.records]
+            in_folder = Path(raw).is_dir()
+            for path in input_files([raw], _folder_inputs, PREDICT_INPUTS):
+                if in_folder and path.suffix.lower() in DOCUMENT_SUFFIXES:
+                    text = decode(path, job.data.encoding).strip()
+                    if text:
+                        items.append((str(path), text))
+                    else:
+                        problems.append(Problem(str(path), 1, "empty document"))
+                elif path.suffix.lower() in PLAIN_SUFFIXES:
+                    items += _lines(str(path), decode(path, job.data.encoding))
+                else:
+                    result = self._read_file(path, columns, job, context, None)
+                    problems += result.problems
+                    items += [(r.where, r.text) for r in result.records]
         if problems:
             raise DataError(f"{len(problems)} bad input row(s):\n{describe(problems)}",
                             fix="correct or remove these rows")
@@ -332,6 +341,7 @@ class TextClassification(ClassificationTask):
             self._check_classes(parts, class_names, job, root, for_training=True)
         except DataError as exc:
             report["error"] = exc.what
+        report["warnings"] = _class_warnings(parts, class_names)
         try:
             tokenizer = self.tokenizer(job, context)
             max_length = self.max_length(job, tokenizer)
@@ -351,6 +361,27 @@ class TextClassification(ClassificationTask):
 def length_grouped(dataset: TokenizedTexts, batch_size: int, generator) -> LengthGroupedBatchSampler:
     """The engine's hook for training batches: texts of similar length together."""
     return LengthGroupedBatchSampler(dataset.lengths, batch_size, generator)
+
+
+def _class_warnings(parts: dict[str, list[Record]], class_names: list[str]) -> list[str]:
+    """Classes too rare to learn or to measure, which training would otherwise pass over in silence."""
+    counts = Counter(lb for rs in parts.values() for r in rs for lb in r.labels)
+    out = []
+    absent = [c for c in class_names if not counts[c]]
+    if absent:
+        out.append(f"class(es) {absent} of data.labels have no examples at all")
+    single = [c for c in class_names if counts[c] == 1]
+    if single:
+        out.append(f"class(es) {single} have a single example: too few to learn from, and never in both the "
+                   "training and the validation split")
+    return out
+
+
+def _folder_inputs(folder: Path) -> list[Path]:
+    """Documents (.txt, one per file) and tables (CSV/TSV/JSONL) anywhere under ``folder``; hidden ones left out."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                  and (p.suffix.lower() in DOCUMENT_SUFFIXES or p.suffix.lower() in SUFFIXES))
 
 
 def _label_counts(records: list[Record]) -> dict[str, int]:
