@@ -136,10 +136,6 @@ def validate_options(options: type[OptionsT], raw: dict[str, Any], section: str,
         return ConfigError(f"bad {section} option {section + '.' + key!r} for {section} {owner!r}: {msg}",
                            where="job spec", fix=f"options of {owner}: {allowed}")
 
-    for key, value in raw.items():
-        field = options.model_fields.get(key)
-        if isinstance(value, bool) and field is not None and _numbers_only(field.annotation):
-            raise bad(key, f"a boolean is not a number (got {value!r})")
     try:
         validated = options.model_validate(raw)
     except ValidationError as exc:

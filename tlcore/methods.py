@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from collections.abc import Iterable, Sized
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .engine import to_device
-from .config import validate_options
+from .config import Section, validate_options
 from .registry import ParameterGroup
 from .seeding import sample_seed
 
@@ -35,10 +34,8 @@ if TYPE_CHECKING:
     from .run import Run
 
 
-class MethodOptions(BaseModel):
+class MethodOptions(Section):
     """A method's options (``method.<key>`` in the job spec); unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Method:

@@ -44,7 +44,7 @@ _DAMAGED = ("the run's last checkpoint is damaged and cannot be continued: start
 _RESUMABLE = ("model", "optimizer", "scheduler", "loop", "metrics", "rng")
 
 
-def resume_checkpoint(run_dir: Path, job: cfg.JobSpec, *, mmap: bool = False) -> dict[str, Any]:
+def resume_checkpoint(run_dir: Path, job: cfg.JobSpec) -> dict[str, Any]:
     """``checkpoints/last.pt`` of the run to continue, once it is certain ``job`` is that run's job.
 
     Resuming continues the same job: the job resolved for the resume (the run's config.yaml, flags,
@@ -53,7 +53,7 @@ def resume_checkpoint(run_dir: Path, job: cfg.JobSpec, *, mmap: bool = False) ->
     name, or crash on state that does not fit it. ``resumed["job"]`` is the run's job as stored.
     """
     path = run_dir / "checkpoints" / "last.pt"
-    resumed = checkpoint.load(path, what="checkpoint", fix=_DAMAGED, mmap=mmap)
+    resumed = checkpoint.load(path, what="checkpoint", fix=_DAMAGED)
     missing = [k for k in _RESUMABLE if k not in resumed] if checkpoint.is_checkpoint(resumed) else ["format"]
     if missing:
         raise ConfigError(f"{path} is not a checkpoint --resume can continue (it lacks {', '.join(missing)})",

@@ -115,9 +115,10 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     raw = cfg.merge(task.recipe, {"plugin": plugin, "task": task.name})
     init = user.get("model", {}).get("init", raw.get("model", {}).get("init", "imagenet"))
     kind, source = parse_init(init) if isinstance(init, str) else (None, None)
-    from_run = kind == "run" and source is not None and base is None
-    if from_run:
-        raw = cfg.merge(raw, {"model": source_architecture(Path(str(source)), plugin, task.name)})
+    architecture = None
+    if kind == "run" and source is not None and base is None:
+        architecture = source_architecture(Path(str(source)), plugin, task.name)
+        raw = cfg.merge(raw, {"model": architecture})
     if user.get("strategy", {}).get("name", raw.get("strategy", {}).get("name")) != raw.get("strategy", {}).get("name"):
         # Another strategy than the recipe's: the recipe's options were meant for its own strategy.
         raw["strategy"] = {}
@@ -126,8 +127,8 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
     strategy = strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data
     method_class(plugins, job)
-    if from_run and not strategy.forces_init:
-        check_init_source(job)
+    if architecture is not None and not strategy.forces_init:
+        check_backbone_kept(job, architecture)
     check_augment_options(job, plugins.registry)
     check_monitor(task, job)
     return task, job
@@ -144,15 +145,19 @@ def check_monitor(task: Task, job: cfg.JobSpec) -> None:
                       where="train.monitor", fix=f"{hint}choose one of: {', '.join(names)}")
 
 
-def source_architecture(run_dir: Path, plugin: str | None = None, task: str | None = None) -> dict[str, Any]:
+def source_architecture(run_dir: Path, plugin: str, task: str) -> dict[str, Any]:
     """The model section of an earlier run (structure transfer), without its own init.
 
     Refused when that run belongs to another ``plugin`` or ``task``: its architecture is not one this task
     builds (a text encoder in an image task fails mid-run, far from the cause).
     """
-    saved = _source_config(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a tlapp run directory (no config.yaml)", where="model.init",
+                          fix="use run:DIR with the output folder of an earlier `tlapp run`")
+    saved = cfg.read_yaml(path)
     theirs = (saved.get("plugin"), saved.get("task"))
-    if plugin is not None and (theirs[0] != plugin or (task is not None and theirs[1] not in (None, task))):
+    if theirs[0] != plugin or theirs[1] not in (None, task):
         raise ConfigError(
             f"--init run:{run_dir} is a run of plugin {theirs[0]!r}, task {theirs[1]!r}; this job is plugin "
             f"{plugin!r}, task {task!r}. run: copies an earlier run's architecture and weights, so it works only "
@@ -165,23 +170,12 @@ def source_architecture(run_dir: Path, plugin: str | None = None, task: str | No
     return model
 
 
-def _source_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a tlapp run directory (no config.yaml)", where="model.init",
-                          fix="use run:DIR with the output folder of an earlier `tlapp run`")
-    return cfg.read_yaml(path)
-
-
-def check_init_source(job: cfg.JobSpec) -> None:
+def check_backbone_kept(job: cfg.JobSpec, architecture: dict[str, Any]) -> None:
     """A ``run:`` init whose backbone the job overrides would copy little or nothing: refuse it up front."""
-    kind, value = parse_init(job.model.init)
-    if kind != "run" or value is None:
-        return
-    theirs = (_source_config(Path(value)).get("model") or {}).get("backbone")
+    theirs = architecture.get("backbone")
     if theirs is not None and theirs != job.model.backbone:
-        raise ConfigError(f"--init run:{value} trained backbone {theirs!r}; this job asks for {job.model.backbone!r}",
-                          where="model.backbone",
+        raise ConfigError(f"--init {job.model.init} trained backbone {theirs!r}; this job asks for "
+                          f"{job.model.backbone!r}", where="model.backbone",
                           fix=f"drop the backbone override to continue from that run's architecture, or "
                               f"initialise {job.model.backbone!r} from its own named weights or --init file:PATH")
 
@@ -290,9 +284,10 @@ def make_context(plugins: Plugins, job: cfg.JobSpec, run_dir: Path | None = None
 
 def execute(plugins: Plugins, task: Task, job: cfg.JobSpec, *, resume: bool = False,
             overwrite: bool = False) -> Run:
+    resumed = None
     if resume and job.output and (Path(job.output) / "checkpoints" / "last.pt").exists():
-        # Changed settings are refused before the run directory is touched (fit checks again, on the state it uses).
-        resume_checkpoint(Path(job.output), job, mmap=True)
+        # Changed settings are refused before the run directory is touched.
+        resumed = resume_checkpoint(Path(job.output), job)
     run_dir = prepare_directory(job, resume=resume, overwrite=overwrite)
     run: Run | None = None
     # Only an earlier attempt leaves a log in a folder this run does not resume; prepare_directory kept it.
@@ -307,7 +302,7 @@ def execute(plugins: Plugins, task: Task, job: cfg.JobSpec, *, resume: bool = Fa
             context = make_context(plugins, job, run_dir)
             run = Run(job=job, task=task, directory=run_dir, context=context, plugins=plugins,
                       precision=resolve_precision(job.train.precision, context.device))
-            fit(run, resume)
+            fit(run, resumed)
         except BaseException as exc:
             _record_end(run_dir, job, task, run, exc)
             raise
@@ -436,17 +431,16 @@ class Loop:
         return self.run.job
 
 
-def fit(run: Run, resume: bool) -> None:
+def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
     """Train a run: prepare, resume, then per strategy phase an optimizer and per epoch train,
     validate, checkpoint and report; finally evaluate the best weights on the test split."""
     started = time.perf_counter()
     log.info("run %s: plugin %s, task %s, strategy %s, method %s, device %s, precision %s", run.directory,
              run.job.plugin, run.task.name, run.job.strategy.name, run.job.method.name, run.context.device,
              run.precision.name)
-    resumed = resume_checkpoint(run.directory, run.job) if resume else None
     if resumed is not None:
         record_resumed_job(run)
-    prepared = prepare(run, resume)
+    prepared = prepare(run, resume=resumed is not None)
     strategy, choice = prepared.strategy.choose(run, prepared, _recorded_choice(resumed))
     loop = start(run, prepared, strategy, choice, resumed)
     loop.started = started

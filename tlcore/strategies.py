@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
-from .config import validate_options
+from .config import Section, validate_options
 from .errors import ConfigError, TrainingError
 from .registry import ParameterGroup
 
 
-class StrategyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StrategyOptions(Section):
     train_bn: bool = Field(False, description="let batch-norm statistics update in frozen groups")
 
 

@@ -336,11 +336,10 @@ def _coco_image_dir(json_path: Path, images: str | Path | None) -> Path:
     return json_path.parent
 
 
-def coco_categories(path: str | Path) -> list[str]:
-    """Category names of a COCO dataset (its first annotation file), ordered by category id."""
-    json_path = _coco_files(Path(path))[0][0]
+def coco_categories(json_path: Path, data: dict[str, Any]) -> list[str]:
+    """Category names of a parsed COCO annotation file, ordered by category id."""
     categories: dict[int | str, str] = {}
-    for i, cat in enumerate(_load_coco(json_path)["categories"]):
+    for i, cat in enumerate(data["categories"]):
         why = _category_problem(cat, categories)
         if why:
             raise DataError(why, where=f"{json_path}:categories[{i}]",
@@ -422,21 +421,21 @@ def read_coco(path: str | Path, classes: list[str] | None = None,
     root = Path(path)
     if not root.exists():
         raise DataError(f"dataset not found: {root}", where="data.path", fix="check the path")
-    files = _coco_files(root)
-    if classes is None:
-        classes = coco_categories(files[0][0])
+    files = [(json_path, split, _load_coco(json_path)) for json_path, split in _coco_files(root)]
+    if classes is None:  # the dataset's classes are its first annotation file's categories
+        classes = coco_categories(files[0][0], files[0][2])
     reader = _Reader(classes, class_map, strict, collect, on_error, allow_outside_root)
     records: list[ImageRecord] = []
-    for json_path, split in files:
-        records.extend(_read_coco_file(reader, json_path, split, _coco_image_dir(json_path, images)))
+    for json_path, split, data in files:
+        records.extend(_read_coco_file(reader, json_path, data, split, _coco_image_dir(json_path, images)))
     records = reader.settle(root, records, fix="correct the annotation file; degenerate boxes are dropped unless "
                                                "data.strict is true")
     reader.finish(records)
     return DetectionSet("coco", root, records, reader.report, reader.classes)
 
 
-def _read_coco_file(reader: _Reader, json_path: Path, split: str | None, image_dir: Path) -> list[ImageRecord]:
-    data = _load_coco(json_path)
+def _read_coco_file(reader: _Reader, json_path: Path, data: dict[str, Any], split: str | None,
+                    image_dir: Path) -> list[ImageRecord]:
     categories: dict[Any, str] = {}
     for i, cat in enumerate(data["categories"]):
         why = _category_problem(cat, categories)

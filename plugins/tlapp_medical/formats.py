@@ -207,8 +207,7 @@ def find_dicom_files(root: str | os.PathLike[str], *, warn: Warn | None = None) 
                 found.append((path.relative_to(root).parts, path))
             elif path.is_symlink():
                 broken.append(path)  # its target is missing, or a symlink loop
-    if broken:
-        warn(f"{len(broken)} broken symlink(s) skipped, their targets do not exist: {_examples(sorted(broken))}")
+    _warn_broken(broken, warn)
     if unfollowed:
         warn(f"{len(unfollowed)} symlinked folder(s) not followed: {_examples(sorted(unfollowed))}")
     found.sort(key=lambda item: item[0])
@@ -276,6 +275,11 @@ def _examples(paths: Iterable[object]) -> str:
     return text + (f" (and {len(items) - _MAX_EXAMPLES} more)" if len(items) > _MAX_EXAMPLES else "")
 
 
+def _warn_broken(links: list[Path], warn: Warn) -> None:
+    if links:
+        warn(f"{len(links)} broken symlink(s) skipped, their targets do not exist: {_examples(sorted(links))}")
+
+
 def _visible_children(folder: Path, warn: Warn) -> tuple[list[Path], list[Path]]:
     dirs, files, broken = [], [], []
     for child in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -288,8 +292,7 @@ def _visible_children(folder: Path, warn: Warn) -> tuple[list[Path], list[Path]]
                 files.append(child)
         elif child.is_symlink():
             broken.append(child)
-    if broken:
-        warn(f"{len(broken)} broken symlink(s) skipped, their targets do not exist: {_examples(broken)}")
+    _warn_broken(broken, warn)
     return dirs, files
 
 

@@ -205,8 +205,7 @@ class DicomClassification(ClassificationTask):
         samples = self._samples(job, context, notes.append)
         self.positive_class(job, self._classes(samples, job))  # asked before every file is decoded
         samples, frame_counts, bad = self._decode_all(samples, decoder, job, context)
-        class_names = self._classes(samples, job)
-        self.positive_class(job, class_names)
+        class_names = self._classes(samples, job)  # skipped files may drop a class: the engine checks again
         if for_training:
             splits = formats.split_by_patient(samples, val_fraction=job.data.val_fraction,
                                             test_fraction=job.data.test_fraction, seed=job.train.seed,

@@ -13,6 +13,7 @@ import copy
 import re
 from pathlib import Path
 
+import data_store
 import numpy as np
 import pydicom
 import pytest
@@ -41,18 +42,12 @@ from tlapp_medical.pixels import (
 from tlcore import ConfigError, DataError
 
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
-try:
-    import data_store
-
-    DATA_STORE = Path(data_store.__file__).parent / "data"
-except ImportError:  # pydicom-data is a test extra
-    DATA_STORE = None
-
-needs_data_store = pytest.mark.skipif(DATA_STORE is None, reason="pydicom-data not installed")
+# pydicom-data is a test extra: without it these tests fail at import rather than skip half the real files.
+DATA_STORE = Path(data_store.__file__).parent / "data"
 
 
 def _shipped_files() -> list[Path]:
-    roots = [PYDICOM_FILES] + ([DATA_STORE] if DATA_STORE is not None else [])
+    roots = [PYDICOM_FILES, DATA_STORE]
     return sorted(p for root in roots for p in root.rglob("*") if p.is_file())
 
 
@@ -73,7 +68,6 @@ def tf(name: str) -> Path:
 
 
 def ds_file(name: str) -> Path:
-    assert DATA_STORE is not None
     return DATA_STORE / name
 
 
@@ -242,8 +236,7 @@ def test_every_shipped_file_matches_pydicom(path: Path):
 def test_the_shipped_files_were_found():
     names = {p.name for p in ALL_FILES}
     assert {"CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "rtplan.dcm"} <= names
-    if DATA_STORE is not None:
-        assert {"emri_small.dcm", "RG1_UNCI.dcm", "vlut_04.dcm", "mlut_18.dcm"} <= names
+    assert {"emri_small.dcm", "RG1_UNCI.dcm", "vlut_04.dcm", "mlut_18.dcm"} <= names
 
 
 # --------------------------------------------------------------------------- windows
@@ -331,7 +324,6 @@ def test_constant_image_is_zero_not_nan():
     assert np.isfinite(unit).all() and not unit.any()
 
 
-@needs_data_store
 def test_voi_lut_sequence_file_uses_the_lut_range():
     ds = pydicom.dcmread(ds_file("vlut_04.dcm"))
     assert "VOILUTSequence" in ds
@@ -340,7 +332,6 @@ def test_voi_lut_sequence_file_uses_the_lut_range():
     np.testing.assert_allclose(unit, expected, atol=1e-12)
 
 
-@needs_data_store
 def test_enhanced_ct_takes_rescale_and_window_from_functional_groups():
     ds = pydicom.dcmread(ds_file("eCT_Supplemental.dcm"))
     assert "RescaleIntercept" not in ds and "WindowCenter" not in ds
@@ -353,7 +344,6 @@ def test_enhanced_ct_takes_rescale_and_window_from_functional_groups():
     np.testing.assert_allclose(values, apply_windowing(apply_modality_lut(frame, flat), flat))
 
 
-@needs_data_store
 def test_per_frame_functional_groups_override_shared_ones():
     ds = pydicom.dcmread(ds_file("eCT_Supplemental.dcm"))
     shared = ds.SharedFunctionalGroupsSequence[0]
@@ -405,7 +395,6 @@ def test_ybr_full_422_is_converted_to_rgb():
     assert not np.allclose(rgb[0], rgb[1])  # really colour
 
 
-@needs_data_store
 @pytest.mark.parametrize(
     ("a", "b", "tol"),
     [
@@ -422,7 +411,6 @@ def test_colour_twins_agree(a, b, tol):
     assert x.max() > 0.5  # not a black image
 
 
-@needs_data_store
 def test_palette_view_does_not_touch_the_dataset():
     ds = pydicom.dcmread(ds_file("OBXXXX1A_expb.dcm"))
     before = bytes(ds.RedPaletteColorLookupTableData)
@@ -460,7 +448,6 @@ def test_multiframe_policies_rtdose():
     assert len({e.tobytes() for e in each}) > 1  # the frames differ
 
 
-@needs_data_store
 def test_multiframe_policies_enhanced_mr():
     path = ds_file("emri_small.dcm")
     each = read_dicom(path, PixelSettings(frames="each", size=64))
@@ -688,8 +675,6 @@ def test_transfer_syntax_without_any_decoder():
 
 
 def test_legacy_file_without_dicm_header_is_read():
-    if DATA_STORE is None:
-        pytest.skip("pydicom-data not installed")
     path = ds_file("OT-PAL-8-face.dcm")
     with pytest.raises(InvalidDicomError):
         pydicom.dcmread(path)
