@@ -19,6 +19,7 @@ from .predictions import write_predictions
 from .registry import Backbone, Catalog, Entry, ParameterGroup, Registry
 from .methods import Method, MethodOptions, Supervised, seeded_loader
 from .seeding import EpochSeeded, sample_seed
+from .splits import missing_class_warnings, small_split_warning, take_covering
 from .strategies import Phase, Strategy, StrategyOptions
 from .task import BackboneHeadModel, Context, DataBundle, Evaluator, Task, TransferModel, input_files
 from .run import Run
@@ -67,11 +68,14 @@ __all__ = [
     "huggingface_url",
     "input_files",
     "inside_root",
+    "missing_class_warnings",
     "offline_flag",
     "predict_probabilities",
     "require_modules",
     "sample_seed",
     "seeded_loader",
+    "small_split_warning",
+    "take_covering",
     "torch_hub_checkpoint",
     "unreachable",
     "write_predictions",

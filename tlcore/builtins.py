@@ -30,20 +30,23 @@ def register_heads(register):
     register("mlp", mlp_head, "linear, GELU, dropout, linear (options: hidden, dropout)")
 
 
-def _has_positives(positives: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
-    return positives > 0
+class _Defined:
+    """When a class's value is defined, from its sample and prediction counts; and, for the reason
+    metrics.json gives when it is not, what the split lacks."""
+
+    def __init__(self, test, lacks: str):
+        self.test, self.lacks = test, lacks
+
+    def __call__(self, positives: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
+        return self.test(positives, predicted, n)
 
 
-def _has_negatives(positives: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
-    return positives < n
-
-
-def _has_both(positives: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
-    return (positives > 0) & (positives < n)
-
-
-def _has_predictions(positives: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
-    return predicted > 0
+_has_positives = _Defined(lambda positives, predicted, n: positives > 0, "the split has no samples of")
+_has_negatives = _Defined(lambda positives, predicted, n: positives < n,
+                          "the split has no samples other than those of")
+_has_both = _Defined(lambda positives, predicted, n: (positives > 0) & (positives < n),
+                     "the split needs samples both of and not of")
+_has_predictions = _Defined(lambda positives, predicted, n: predicted > 0, "the model never predicted")
 
 
 class _Counted:
@@ -56,6 +59,13 @@ class _Counted:
         self.predicted = torch.zeros(num_classes, dtype=torch.long)
         self.n = 0
         self.undefined: list[int] = []  # class indices without a value, known after compute()
+        self.lacks: str = defined.lacks
+
+    def reset(self) -> None:
+        self.metric.reset()
+        self.positives.zero_()
+        self.predicted.zero_()
+        self.n = 0
 
     def count(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         if self.multilabel:
@@ -97,6 +107,11 @@ class MacroOfDefined:
     def __init__(self, per_class: PerClass):
         self.per_class = per_class
         self.undefined: list[int] = []
+        self.lacks = per_class.lacks
+        self.averaged_over: int | None = None  # how many classes the mean took, known after compute()
+
+    def reset(self) -> None:
+        self.per_class.reset()
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         self.per_class.update(probs, target)
@@ -105,6 +120,7 @@ class MacroOfDefined:
         values = self.per_class.compute()
         self.undefined = self.per_class.undefined
         defined = values[~values.isnan()]
+        self.averaged_over = len(defined)
         return defined.mean() if len(defined) else torch.tensor(float("nan"))
 
 
@@ -114,6 +130,10 @@ class OneClass:
     def __init__(self, per_class: PerClass, index: int):
         self.per_class, self.index = per_class, index
         self.undefined: list[int] = []
+        self.lacks = per_class.lacks
+
+    def reset(self) -> None:
+        self.per_class.reset()
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         self.per_class.update(probs, target)

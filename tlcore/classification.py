@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from typing import Any, cast
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,9 +118,13 @@ class ClassificationEvaluator(Evaluator):
     """Loss plus registered torchmetrics metrics over probabilities; per-class results keyed by class name.
 
     A value the split cannot define (the recall of a class it does not contain, AUROC without positives) is
-    None (null in metrics.json), and macro averages are over the other classes; ``undefined_classes`` names
-    those classes per metric. ``negative_names`` are the task's names for a "nothing found" class, which decide
-    the positive class of a binary task (see :func:`resolve_positive_class`)."""
+    None (null in metrics.json) with its reason in ``undefined``, and macro averages are over the other
+    classes: ``averaged_over`` says how many, ``undefined_classes`` names the classes left out per metric.
+    ``negative_names`` are the task's names for a "nothing found" class, which decide the positive class of a
+    binary task (see :func:`resolve_positive_class`).
+
+    Probabilities, targets and losses are kept per sample, so that ``resample`` can recompute every metric
+    on a bootstrap resample of the split."""
 
     def __init__(self, job: JobSpec, data: DataBundle, context: Context, negative_names: Collection[str] = ()):
         spec = cast(ClassifierSpec, job.model)
@@ -133,25 +137,40 @@ class ClassificationEvaluator(Evaluator):
             factory = context.registry.metrics.get_or_fail(name, where="model.metrics").factory
             about = ({"positive_class": self.class_names.index(self.positive_class)}
                      if self.positive_class is not None and name in POSITIVE_CLASS_METRICS else {})
-            self.metrics[name] = factory(num_classes=n, multilabel=self.multilabel, threshold=spec.threshold, **about)
-        self.loss_sum, self.count = 0.0, 0
+            self.metrics[name] = factory(num_classes=n, multilabel=self.multilabel, threshold=spec.threshold,
+                                         **about)
+        self.probs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []
 
     def update(self, model: nn.Module, batch: Any) -> None:
         inputs, target = batch
         logits = model(inputs).float()
-        self.loss_sum += classification_loss_from_logits(logits, target, self.multilabel).item() * len(target)
-        self.count += len(target)
-        probs = (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)).cpu()
-        target = target.cpu().long()
-        for metric in self.metrics.values():
-            metric.update(probs, target)
+        self.losses.append(classification_loss_from_logits(logits, target, self.multilabel, per_sample=True).cpu())
+        self.probs.append((torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)).cpu())
+        self.targets.append(target.cpu().long())
 
     def compute(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"loss": self.loss_sum / max(self.count, 1)}
+        return self._metrics(None)
+
+    def resample(self, indices: Sequence[int]) -> dict[str, Any]:
+        return self._metrics(torch.as_tensor(list(indices), dtype=torch.long))
+
+    def _metrics(self, indices: torch.Tensor | None) -> dict[str, Any]:
+        probs, targets, losses = (torch.cat(kept) if kept else torch.empty(0)
+                                  for kept in (self.probs, self.targets, self.losses))
+        if indices is not None:
+            probs, targets, losses = probs[indices], targets[indices], losses[indices]
+        out: dict[str, Any] = {"loss": float(losses.mean()) if len(losses) else 0.0}
         if self.positive_class is not None:
             out["positive_class"] = self.positive_class
         undefined: dict[str, list[str]] = {}
+        reasons: dict[str, str] = {}
+        averaged: dict[str, int] = {}
         for name, metric in self.metrics.items():
+            metric.reset()  # reused: building torchmetrics objects afresh would cost more than the resample
+            if len(targets):
+                metric.update(probs, targets)
             value = metric.compute()
             if isinstance(value, torch.Tensor) and value.dim() == 0:
                 out[name] = _number(float(value))
@@ -161,10 +180,15 @@ class ClassificationEvaluator(Evaluator):
                 out[name] = value.tolist()
             else:
                 out[name] = value
-            if getattr(metric, "undefined", None):
-                undefined[name] = [self.class_names[i] for i in metric.undefined]
-        if undefined:
-            out["undefined_classes"] = undefined
+            missing = [self.class_names[i] for i in getattr(metric, "undefined", None) or []]
+            if missing:
+                undefined[name] = missing
+                reasons[name] = f"{getattr(metric, 'lacks', 'undefined for')} {', '.join(missing)}"
+            if getattr(metric, "averaged_over", None) is not None:
+                averaged[name] = metric.averaged_over
+        for key, found in (("undefined_classes", undefined), ("undefined", reasons), ("averaged_over", averaged)):
+            if found:
+                out[key] = found
         return out
 
 
@@ -173,10 +197,13 @@ def _number(value: float) -> float | None:
 
 
 def classification_loss_from_logits(logits: torch.Tensor, target: torch.Tensor, multilabel: bool,
-                                    label_smoothing: float = 0.0) -> torch.Tensor:
+                                    label_smoothing: float = 0.0, per_sample: bool = False) -> torch.Tensor:
+    """The mean loss of a batch, or with ``per_sample`` each sample's (multi-label: its mean over labels)."""
     if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, target.float())
-    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        losses = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none").mean(1)
+    else:
+        losses = F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="none")
+    return losses if per_sample else losses.mean()
 
 
 class ClassificationTask(Task):

@@ -141,9 +141,9 @@ def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
     task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=_overrides(**flags),
                             sets=sets, base=base)
     result = execute(loaded, task, job, resume=resume, overwrite=overwrite)
-    metrics = result.metrics["metrics"]
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-    click.echo(f"done: {result.directory} ({result.metrics['evaluated_on']}: {shown})")
+    from .intervals import shown
+
+    click.echo(f"done: {result.directory} ({result.metrics['evaluated_on']}: {shown(result.metrics['metrics'])})")
 
 
 @cli.command("lr-find")
@@ -200,7 +200,9 @@ def torch_generator(seed: int):
 @click.option("--folds", type=click.IntRange(min=2), help="k-fold by the task's groups (e.g. patients).")
 @click.option("--output", help="Comparison folder (default runs/compare-<plugin>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing comparison folder.")
-def compare(plugin, config_file, sets, strategies, folds, output, overwrite, **flags) -> None:
+@click.option("--metric", help="The final metric the verdict ranks by (default: train.monitor unless it is the "
+                               "loss, else the task's first metric).")
+def compare(plugin, config_file, sets, strategies, folds, output, overwrite, metric, **flags) -> None:
     """Run several strategies on the same data and seed; write a table and a plot."""
     from datetime import datetime
 
@@ -211,7 +213,7 @@ def compare(plugin, config_file, sets, strategies, folds, output, overwrite, **f
     out = Path(output) if output else Path("runs") / f"compare-{plugin or 'job'}-{datetime.now():%Y%m%d-%H%M%S}"
     jobs = plan(loaded, plugin=plugin, strategies=names, folds=folds, config_file=config_file,
                 overrides=_overrides(**flags), sets=sets, output=out)
-    run_comparison(loaded, jobs, out, overwrite)
+    run_comparison(loaded, jobs, out, overwrite, metric)
     click.echo((out / "comparison.md").read_text())
     click.echo(f"written: {out / 'comparison.json'}, {out / 'comparison.png'}")
 
@@ -222,12 +224,9 @@ def compare(plugin, config_file, sets, strategies, folds, output, overwrite, **f
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
 def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
     """Evaluate a finished run's best weights."""
-    from torch.utils.data import DataLoader
-
     from .checkpoint import atomic_write_text
     from .directories import check_output_file
-    from .engine import evaluate as evaluate_loader
-    from .run import load_run
+    from .run import evaluate_final, load_run
 
     target = Path(output) if output else Path(run_dir) / "evaluation.json"
     check_output_file(target, "--output", may_replace=("evaluation.json",))
@@ -235,15 +234,14 @@ def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
     task, job, model, class_names, context, precision = load_run(
         loaded, Path(run_dir), {"data": {"path": data}} if data else None)
     bundle = task.build_data(job, context, for_training=data is None)
-    dataset = bundle.test if bundle.test is not None and len(bundle.test) else bundle.val
     if list(bundle.class_names) != list(class_names):
         from .errors import DataError
 
         raise DataError(f"classes of the data {bundle.class_names} differ from the run's {class_names}",
                         where=data or run_dir, fix="evaluate on data labelled with the run's classes")
-    loader = DataLoader(dataset, batch_size=job.train.batch_size, collate_fn=bundle.collate_fn)
-    metrics = evaluate_loader(model, task.evaluator(job, bundle, context), loader, precision, context.device)
-    result = {"run": str(run_dir), "data": data or "test split of the run", "samples": len(dataset),
+    split, metrics, _ = evaluate_final(task, job, bundle, model, context, precision)
+    samples = len(bundle.test if split == "test" else bundle.val)
+    result = {"run": str(run_dir), "data": data or f"{split} split of the run", "samples": samples,
               "metrics": metrics}
     text = json.dumps(result, indent=2)
     atomic_write_text(target, text + "\n")

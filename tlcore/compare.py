@@ -1,6 +1,11 @@
 """``tlapp compare``: the same data and seed under several strategies (and folds), one table.
 
-This is the report that answers "did transfer help, and which way of transferring was best?".
+This is the report that answers "did transfer help, and which way of transferring was best?": every number
+with its bootstrap interval, and a verdict on whether the best strategy's lead over the runner-up and over
+training from scratch is larger than the test split can tell apart. All runs evaluate on the same test split
+with the same ``evaluation.seed``, so they draw the same resamples: the interval of a difference comes from
+the per-resample differences (a paired bootstrap), which is narrower and more honest than comparing two
+intervals by eye.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Any
 from . import config as cfg
 from .checkpoint import atomic_write_text
 from .directories import prepare_output
+from .errors import ConfigError
+from .intervals import RESAMPLES_FILE, Bootstrap
 from .plugins import Plugins
 from .run import execute, resolve_job
 
@@ -36,10 +43,14 @@ def plan(plugins: Plugins, *, plugin: str, strategies: list[str], folds: int | N
     return jobs
 
 
-def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool) -> dict[str, Any]:
+def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric: str | None = None) -> dict[str, Any]:
+    declared = jobs[0][2].metric_names(jobs[0][3])
+    if metric is not None and declared is not None and metric not in declared:
+        raise ConfigError(f"--metric {metric!r} is not a metric of task {jobs[0][2].name!r}", where="--metric",
+                          fix=f"choose one of: {', '.join(declared)}")
     protected = [getattr(job.data, "path", None) for *_, job in jobs] + [Path.cwd()]
     prepare_output(output, "comparison", overwrite=overwrite, protected=protected)
-    runs = []
+    runs, resamples = [], []
     for strategy, fold, task, job in jobs:
         result = execute(plugins, task, job)
         m = result.metrics
@@ -47,20 +58,27 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool) -> dic
         runs.append({
             "strategy": strategy, "fold": fold, "directory": str(result.directory),
             "chosen": m.get("strategy_choice", {}).get("chosen"),
+            "evaluated_on": m.get("evaluated_on"),
             "metrics": {k: v for k, v in m["metrics"].items() if _scalar(v)},
+            "intervals": {k[:-3]: v for k, v in m["metrics"].items() if k.endswith("_ci") and isinstance(v, list)},
             "wall_seconds": m["wall_seconds"],
             "samples_per_second": statistics.fmean(h["samples_per_second"] for h in history) if history else None,
         })
+        resamples.append(Bootstrap.load(result.directory / RESAMPLES_FILE))
     summary = summarise(runs)
-    report = {"runs": runs, "summary": summary}
+    first_task, first_job = jobs[0][2], jobs[0][3]
+    name, mode = ranking_metric(first_task, first_job, metric, runs)
+    verdict = judge(runs, resamples, name, mode)
+    report = {"runs": runs, "summary": summary, "verdict": verdict}
     atomic_write_text(output / "comparison.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(output / "comparison.md", table(summary))
+    atomic_write_text(output / "comparison.md", table(summary) + "\n" + verdict["text"] + "\n")
     plot(summary, output / "comparison.png")
     return report
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean and spread (sample standard deviation over folds) of every metric, per strategy."""
+    """Per strategy, every metric's mean and spread (sample standard deviation over folds), and for a single
+    run its bootstrap interval."""
     out: dict[str, dict[str, Any]] = {}
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         mine = [r for r in runs if r["strategy"] == strategy]
@@ -72,9 +90,91 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if values:
                 stats[name] = {"mean": statistics.fmean(values),
                                "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+                if len(mine) == 1 and name in mine[0].get("intervals", {}):
+                    stats[name]["ci"] = mine[0]["intervals"][name]
         chosen = [r["chosen"] for r in mine if r["chosen"]]
         out[strategy] = {"runs": len(mine), "metrics": stats, **({"chosen": chosen} if chosen else {})}
     return out
+
+
+def ranking_metric(task, job, asked: str | None, runs: list[dict[str, Any]]) -> tuple[str, str]:
+    """The metric the verdict ranks by, and whether higher ("max") or lower ("min") is better: ``--metric``,
+    else ``train.monitor`` unless it is the loss, else the first metric the task reports besides the loss."""
+    reported = list(dict.fromkeys(k for r in runs for k in r["metrics"]))
+    if asked is not None:
+        if asked not in reported:
+            raise ConfigError(f"--metric {asked!r} is not a final metric of these runs",
+                              where="--metric", fix=f"choose one of: {', '.join(reported)}")
+        name = asked
+    elif job.train.monitor != "loss" and job.train.monitor in reported:
+        name = job.train.monitor
+    else:
+        declared = task.metric_names(job) or reported
+        name = next((m for m in declared if m != "loss" and m in reported), reported[0] if reported else "loss")
+    if name == job.train.monitor:
+        return name, job.train.monitor_mode
+    return name, "min" if "loss" in name else "max"
+
+
+def judge(runs: list[dict[str, Any]], resamples: list[Bootstrap | None], metric: str, mode: str) -> dict[str, Any]:
+    """Whether the best strategy on ``metric`` leads the runner-up and ``scratch`` by more than the test split
+    can resolve: the percentile interval of the paired per-resample difference must exclude 0."""
+    sign = 1.0 if mode == "max" else -1.0
+    per_strategy: dict[str, tuple[float, list[float | None] | None]] = {}
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        mine = [(r, b) for r, b in zip(runs, resamples) if r["strategy"] == strategy]
+        values = [r["metrics"].get(metric) for r, _ in mine]
+        if any(v is None for v in values):
+            continue
+        per_strategy[strategy] = (statistics.fmean(values), _mean_resamples([b for _, b in mine], metric))
+    verdict: dict[str, Any] = {"metric": metric, "mode": mode, "comparisons": []}
+    if len(per_strategy) < 2:
+        verdict["text"] = f"One strategy defines {metric}: nothing to compare."
+        return verdict
+    ranked = sorted(per_strategy, key=lambda s: -sign * per_strategy[s][0])
+    winner = verdict["best"] = ranked[0]
+    lines = [f"Best on {metric} ({'higher' if mode == 'max' else 'lower'} is better): {winner}."]
+    others = [ranked[1]] + (["scratch"] if "scratch" in per_strategy and "scratch" not in ranked[:2] else [])
+    for other in others:
+        margin = sign * (per_strategy[winner][0] - per_strategy[other][0])
+        entry: dict[str, Any] = {"against": other, "margin": margin}
+        interval = _difference_interval(per_strategy[winner][1], per_strategy[other][1], sign,
+                                        next((b for b in resamples if b is not None), None))
+        if interval is None:
+            entry["distinguishable"] = None
+            lines.append(f"- over {other}: by {margin:.4g}; no paired resamples to judge it (evaluation.bootstrap "
+                         "was 0, or the runs were evaluated on different splits)")
+        else:
+            entry["interval"] = interval
+            entry["distinguishable"] = interval[0] > 0
+            said = ("distinguishable" if interval[0] > 0 else "not distinguishable on this test set")
+            lines.append(f"- over {other}: by {margin:.4g} (95% interval of the paired difference "
+                         f"{interval[0]:.4g} to {interval[1]:.4g}): {said}")
+        verdict["comparisons"].append(entry)
+    verdict["text"] = "\n".join(lines)
+    return verdict
+
+
+def _mean_resamples(boots: list[Bootstrap | None], metric: str) -> list[float | None] | None:
+    """Per resample, the mean of ``metric`` over a strategy's runs (its folds), which share the test split."""
+    if not boots or any(b is None or metric not in b.values for b in boots):
+        return None
+    first = boots[0]
+    assert first is not None
+    if any((b.resamples, b.seed, b.units, b.unit) != (first.resamples, first.seed, first.units, first.unit)
+           for b in boots if b is not None):
+        return None
+    columns = zip(*(b.values[metric] for b in boots if b is not None))
+    return [None if any(v is None for v in column) else statistics.fmean(column) for column in columns]
+
+
+def _difference_interval(a: list[float | None] | None, b: list[float | None] | None, sign: float,
+                         like: Bootstrap | None) -> list[float] | None:
+    if a is None or b is None or like is None or len(a) != len(b):
+        return None
+    differences = Bootstrap(len(a), like.confidence, like.seed, like.unit, like.units,
+                            {"d": [None if x is None or y is None else sign * (x - y) for x, y in zip(a, b)]})
+    return differences.interval("d")
 
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
@@ -86,8 +186,14 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         cells = []
         for c in columns:
             v = s["metrics"].get(c)
-            cells.append("-" if v is None else f"{v['mean']:.4g} ± {v['std']:.2g}" if s["runs"] > 1
-                         else f"{v['mean']:.4g}")
+            if v is None:
+                cells.append("n/a")
+            elif s["runs"] > 1:
+                cells.append(f"{v['mean']:.4g} ± {v['std']:.2g}")
+            elif v.get("ci"):
+                cells.append(f"{v['mean']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]")
+            else:
+                cells.append(f"{v['mean']:.4g}")
         lines.append(f"| {name} | {s['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -91,6 +91,18 @@ class TrainSpec(Section):
     feature_cache: bool = Field(True, description="head-only phases without augmentation train on cached features")
 
 
+class EvaluationSpec(Section):
+    """How the final metrics are reported: their bootstrap intervals, and when a split is too small to trust."""
+
+    bootstrap: int = Field(1000, ge=0, description="resamples (by group: patient, ...) behind the intervals of "
+                                                   "the final metrics; 0: no intervals")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="coverage of the intervals")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds the resamples: runs on one test split with one "
+                                                        "seed draw the same resamples, so they compare paired")
+    min_samples: int = Field(30, ge=1, description="an evaluation split with fewer samples is warned about")
+    min_groups: int = Field(10, ge=1, description="... and one with fewer groups (patients, ...)")
+
+
 class StrategySpec(BaseModel):
     """``name`` plus the chosen strategy's own options, validated by that strategy."""
 
@@ -115,6 +127,7 @@ class JobSpec(Section):
     method: MethodSpec = Field(default_factory=MethodSpec)
     augment: str | None = Field(None, description="augmentation pipeline name; null: none")
     augment_options: dict[str, Any] = Field(default_factory=dict)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output: str | None = None
 
 

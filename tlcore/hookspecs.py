@@ -87,9 +87,14 @@ def register_metrics(register):
     ``torchmetrics.Metric``; tasks ask for metrics by name. A metric whose
     ``compute()`` returns NaN (whole, or for one class of a per-class tensor)
     is reported as null, undefined; one that lists the class indices it could
-    not define in an ``undefined`` attribute has them in ``undefined_classes``.
-    (The built-in ``sensitivity`` and ``specificity`` factories also take
-    ``positive_class``, the index of ``model.positive_class``.) Example::
+    not define in an ``undefined`` attribute has them in ``undefined_classes``
+    (and, with a ``lacks`` text attribute, a reason in ``undefined``), and one
+    with an ``averaged_over`` attribute has that count in ``averaged_over``.
+    The evaluator keeps one object per metric and calls ``reset()``,
+    ``update(probs, target)`` and ``compute()`` for every bootstrap resample of
+    the final metrics, so ``reset()`` must forget everything. (The built-in
+    ``sensitivity`` and ``specificity`` factories also take ``positive_class``,
+    the index of ``model.positive_class``.) Example::
 
         register("balanced_accuracy", lambda num_classes, multilabel, threshold:
                  MulticlassAccuracy(num_classes, average="macro"), "mean recall")

@@ -78,11 +78,13 @@ def _normalised(spec_cls: type[cfg.JobSpec], raw: dict[str, Any]) -> dict[str, A
 
 # Where the run lives and runs, not what it computes: a run moved to another folder or machine continues.
 # (The loaders' randomness comes from per-sample seeds, so the number of workers does not change a batch.)
-MAY_CHANGE = ("output", "train.device", "train.num_workers", "train.num_threads")
+# ``evaluation`` only shapes the report made after training.
+MAY_CHANGE = ("output", "train.device", "train.num_workers", "train.num_threads", "evaluation")
 
 
 def _refuse_changes(stored: dict[str, Any], job: cfg.JobSpec, source: str, run_dir: Path) -> None:
-    changes = [c for c in _differences(stored, job.model_dump(mode="json")) if c[0] not in MAY_CHANGE]
+    changes = [c for c in _differences(stored, job.model_dump(mode="json"))
+               if not any(c[0] == key or c[0].startswith(key + ".") for key in MAY_CHANGE)]
     refused = [c for c in changes if not (c[0] == "train.epochs" and isinstance(c[1], int)
                                           and isinstance(c[2], int) and c[2] > c[1])]
     if refused:

@@ -32,10 +32,12 @@ from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
 from .errors import ConfigError, TlappError
 from .features import FeatureCache, HeadOnly, cache_decision
+from .intervals import RESAMPLES_FILE, Bootstrap, add_intervals, shown
 from .methods import ExtraStreams, Method
 from .plugins import Plugins
 from .schedule import make_optimizer, make_scheduler
 from .seeding import seed_everything
+from .splits import small_split_warning
 from .registry import ParameterGroup
 from .resume import record_resumed_job, resume_checkpoint, resumed_metrics
 from .strategies import (Phase, Strategy, apply_phase, check_groups, format_table, optimizer_groups, plan_phases,
@@ -355,6 +357,7 @@ def prepare(run: Run, resume: bool = False) -> Prepared:
     strategy = strategy_class(run.plugins, job)
     data = task.build_data(job, context)
     run.data = data
+    warn_small_splits(data, job)
     task.evaluator(job, data, context)  # what the metrics need to know of the data (a positive class) fails now
     model = task.build_model(job, data.num_outputs, context).to(context.device)
     if job.train.channels_last:
@@ -370,6 +373,20 @@ def prepare(run: Run, resume: bool = False) -> Prepared:
                                  allow_empty=job.model.init_allow_empty)
         log.info(init_report.summary())
     return Prepared(data, model, groups, init_report, strategy)
+
+
+def warn_small_splits(data: DataBundle, job: cfg.JobSpec) -> None:
+    """Warn about each evaluation split too small to measure much, and record the warning with the data."""
+    for split, dataset in (("val", data.val), ("test", data.test)):
+        size = len(cast(Sized, dataset)) if dataset is not None else 0
+        if not size:
+            continue
+        groups = data.groups.get(split)
+        warning = small_split_warning(split, size, len(set(groups)) if groups else None, data.group_unit,
+                                      min_samples=job.evaluation.min_samples, min_groups=job.evaluation.min_groups)
+        if warning is not None:
+            log.warning("data: %s", warning)
+            data.summary.setdefault("warnings", []).append(warning)
 
 
 def train_loader(data: DataBundle, job: cfg.JobSpec, generator: torch.Generator) -> DataLoader:
@@ -665,14 +682,28 @@ def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
         log.warning("train.monitor %r was undefined on every validation epoch, so no best weights were chosen: "
                     "evaluating the last weights; monitor a metric the validation split defines (e.g. loss)",
                     run.job.train.monitor)
-    test = data.test
-    split, dataset = ("test", test) if test is not None and len(cast(Sized, test)) else ("val", data.val)
-    loader = DataLoader(dataset, batch_size=run.job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
-                        num_workers=run.job.train.num_workers)
-    metrics = evaluate(model, run.task.evaluator(run.job, data, run.context), loader, run.precision,
-                       run.context.device, run.job.train.channels_last)
-    log.info("%s metrics: %s", split, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if _scalar(v)))
+    split, metrics, boot = evaluate_final(run.task, run.job, data, model, run.context, run.precision)
+    if split == "val":
+        log.warning("there is no test split: the final metrics are on the validation split, which also picked "
+                    "the best epoch, so they flatter the model")
+    if boot is not None:
+        boot.save(run.directory / RESAMPLES_FILE)
+    log.info("%s metrics: %s", split, shown(metrics))
     return {"evaluated_on": split, "evaluated_weights": "best" if best.exists() else "last", "metrics": metrics}
+
+
+def evaluate_final(task: Task, job: cfg.JobSpec, data: DataBundle, model: nn.Module, context: Context,
+                   precision: Precision) -> tuple[str, dict[str, Any], Bootstrap | None]:
+    """The metrics of the test split (the validation split when there is none) with their bootstrap
+    intervals: which split, the metrics, and the resamples behind the intervals."""
+    split, dataset = ("test", data.test) if data.test is not None and len(cast(Sized, data.test)) else ("val", data.val)
+    loader = DataLoader(dataset, batch_size=job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
+                        num_workers=job.train.num_workers)
+    evaluator = task.evaluator(job, data, context)
+    metrics = evaluate(model, evaluator, loader, precision, context.device, job.train.channels_last)
+    metrics, boot = add_intervals(metrics, evaluator, data.groups.get(split), len(cast(Sized, dataset)),
+                                  data.group_unit, job.evaluation)
+    return split, metrics, boot
 
 
 def _model_state(run: Run, model: nn.Module, epoch: int, value: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 from pydantic import BaseModel
@@ -37,6 +37,11 @@ class DataBundle:
     # batch_sampler(dataset, batch_size, generator) -> a sampler of index lists, for tasks that batch by
     # length or aspect ratio; it must draw its randomness from ``generator`` so runs stay resumable.
     batch_sampler: Callable[[Dataset, int, torch.Generator], Any] | None = None
+    # Per split ("val", "test"), the group of each sample in dataset order (a patient, a scene): the unit
+    # bootstrap intervals resample, so that samples which are not independent are drawn together. A split
+    # without groups is resampled sample by sample. ``group_unit`` names a group in reports ("patient").
+    groups: dict[str, Sequence[Hashable]] = field(default_factory=dict)
+    group_unit: str = "sample"
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the engine before each training epoch: a ``tlcore.EpochSeeded`` training set draws
@@ -92,12 +97,25 @@ class Context:
 
 
 class Evaluator:
-    """Accumulates predictions over batches and returns named metrics."""
+    """Accumulates predictions over batches and returns named metrics.
+
+    ``compute()`` returns numbers, per-class dicts of numbers, or other JSON values. A value the data cannot
+    define (AUROC of a split holding one class) is None, never 0 or -1, with the reason under
+    ``undefined[name]``; a macro average leaves such classes out and says over how many classes it averaged
+    under ``averaged_over[name]``.
+
+    ``resample(indices)`` makes the final metrics' bootstrap intervals possible: it returns what
+    ``compute()`` would for the multiset of samples at ``indices`` (positions in the order ``update`` saw
+    them, repeats allowed), without running the model again. An evaluator that does not override it gets no
+    intervals."""
 
     def update(self, model: nn.Module, batch: Any) -> None:
         raise NotImplementedError
 
     def compute(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def resample(self, indices: Sequence[int]) -> dict[str, Any]:
         raise NotImplementedError
 
 

@@ -68,6 +68,7 @@ class ToyTask(ClassificationTask):
         "model": {"backbone": "toy-mlp", "init": "toy", "metrics": ["accuracy", "f1_macro", "auroc"]},
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.01},
         "strategy": {"name": "finetune"},
+        "evaluation": {"bootstrap": 200},  # enough to test intervals with, and quick
     }
 
     def build_data(self, job, context, *, for_training=True):
@@ -80,9 +81,11 @@ class ToyTask(ClassificationTask):
         train = split(0, n - 2 * third)
         if job.augment:
             train = Noisy(train, **context.registry.augmentations[job.augment].factory(0), seed=job.train.seed)
+        # Test samples come in threes drawn from one "site", so intervals resample whole sites.
         return DataBundle(train=train, val=split(n - 2 * third, n - third),
                           test=split(n - third, n), num_outputs=2, class_names=["a", "b"],
-                          summary={"samples": n})
+                          summary={"samples": n}, groups={"test": [i // 3 for i in range(third)]},
+                          group_unit="site")
 
 
 EPOCH_ENDS: list[int] = []

@@ -1,0 +1,165 @@
+"""Bootstrap intervals of a split's final metrics, resampling whole groups (patients, scenes) where a task has them.
+
+Percentile bootstrap (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13): draw as many
+groups as the split has, with replacement, recompute every metric on the samples of the drawn groups
+(``Evaluator.resample``), and take the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of each metric
+over the resamples. Resampling by group keeps samples that are not independent (the frames of one patient)
+together, so the interval is not narrowed by counting one patient's images as separate evidence.
+
+The resamples depend only on the number of groups and ``evaluation.seed``, so runs evaluated on the same split
+draw the same resamples: ``compare`` pairs them to put an interval on the difference between two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import atomic_write_text
+from .config import EvaluationSpec
+from .task import Evaluator
+
+RESAMPLES_FILE = "bootstrap.json"  # in the run directory: every metric's value on every resample
+# Keys of an evaluator's result that describe the metrics rather than being one.
+ABOUT_METRICS = frozenset({"undefined", "undefined_classes", "averaged_over", "bootstrap"})
+
+
+@dataclass
+class Bootstrap:
+    """Each resample's value of every number a metric holds (``name`` or ``name.key`` for per-class dicts)."""
+
+    resamples: int
+    confidence: float
+    seed: int
+    unit: str
+    units: int
+    values: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def interval(self, name: str) -> list[float] | None:
+        """The percentile interval of ``name``; None when fewer than half the resamples define it (e.g. an
+        AUROC whose resamples mostly hold one class): an interval over the rest would hide that."""
+        found = [v for v in self.values.get(name, []) if v is not None]
+        if not found or len(found) * 2 < self.resamples:
+            return None
+        tail = (1 - self.confidence) / 2
+        low, high = np.quantile(np.asarray(found, dtype=float), [tail, 1 - tail])
+        return [float(low), float(high)]
+
+    def undefined_in(self, name: str) -> int:
+        return sum(v is None for v in self.values.get(name, []))
+
+    def about(self) -> dict[str, Any]:
+        """What metrics.json says of how its intervals were made."""
+        return {"method": "percentile bootstrap", "resamples": self.resamples, "confidence": self.confidence,
+                "seed": self.seed, "unit": self.unit, "units": self.units}
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps({**self.about(), "values": self.values}) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Bootstrap | None:
+        """The resamples a run saved, or None when it saved none (or the file is not one)."""
+        try:
+            raw = json.loads(path.read_text())
+            return cls(resamples=int(raw["resamples"]), confidence=float(raw["confidence"]), seed=int(raw["seed"]),
+                       unit=str(raw["unit"]), units=int(raw["units"]), values=dict(raw["values"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+
+def numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The numbers a metrics dict holds, per-class dicts flattened to ``name.key``; None where undefined."""
+    out: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        if name in ABOUT_METRICS:
+            continue
+        if isinstance(value, dict):
+            if value and all(v is None or _is_number(v) for v in value.values()):
+                out.update({f"{name}.{key}": _finite(v) for key, v in value.items()})
+        elif value is None or _is_number(value):
+            out[name] = _finite(value)
+    return out
+
+
+def bootstrap(evaluator: Evaluator, groups: Sequence[Hashable] | None, samples: int, *, resamples: int,
+              confidence: float, seed: int, unit: str) -> Bootstrap | None:
+    """Resample ``samples`` evaluated samples ``resamples`` times, by ``groups`` (one key per sample, in the
+    order the evaluator saw them) or sample by sample; None when the evaluator cannot resample."""
+    if groups is not None and len(groups) != samples:
+        raise ValueError(f"{len(groups)} group keys for {samples} samples")
+    members: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(groups if groups is not None else range(samples)):
+        members.setdefault(key, []).append(index)
+    units = list(members.values())
+    result = Bootstrap(resamples, confidence, seed, unit if groups is not None else "sample", len(units))
+    if not units or resamples <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    for b in range(resamples):
+        drawn = rng.integers(0, len(units), size=len(units))
+        indices = [i for u in drawn for i in units[u]]
+        try:
+            values = numbers(evaluator.resample(indices))
+        except NotImplementedError:
+            return None
+        for name, value in values.items():
+            result.values.setdefault(name, [None] * b).append(value)
+        for kept in result.values.values():
+            if len(kept) == b:  # a number this resample did not report at all
+                kept.append(None)
+    return result
+
+
+def with_intervals(metrics: dict[str, Any], boot: Bootstrap) -> dict[str, Any]:
+    """``metrics`` with ``<name>_ci`` ([low, high] or null) beside every number it holds that is defined,
+    per-class dicts getting a dict of intervals, and ``bootstrap`` saying how they were made."""
+    out = dict(metrics)
+    for name, value in metrics.items():
+        if name in ABOUT_METRICS:
+            continue
+        if isinstance(value, dict) and any(f"{name}.{key}" in boot.values for key in value):
+            out[f"{name}_ci"] = {key: boot.interval(f"{name}.{key}") if value[key] is not None else None
+                                 for key in value}
+        elif _is_number(value) and name in boot.values:
+            out[f"{name}_ci"] = boot.interval(name)
+    undefined_in = {name: n for name in boot.values if "." not in name and (n := boot.undefined_in(name))}
+    out["bootstrap"] = {**boot.about(), **({"undefined_in": undefined_in} if undefined_in else {})}
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def add_intervals(metrics: dict[str, Any], evaluator: Evaluator, groups: Sequence[Hashable] | None, samples: int,
+                  unit: str, spec: EvaluationSpec) -> tuple[dict[str, Any], Bootstrap | None]:
+    """The final metrics with their intervals (``spec.bootstrap`` resamples; none when it is 0 or the
+    evaluator cannot resample), and the resamples to save beside them."""
+    boot = bootstrap(evaluator, groups or None, samples, resamples=spec.bootstrap, confidence=spec.confidence,
+                     seed=spec.seed, unit=unit)
+    return (with_intervals(metrics, boot), boot) if boot is not None else (metrics, None)
+
+
+def shown(metrics: dict[str, Any]) -> str:
+    """The numbers of a metrics dict for one line of a log or console: ``auroc 0.9183 [0.8102, 0.9871]``,
+    ``n/a`` for an undefined value."""
+    parts = []
+    for name, value in metrics.items():
+        if name in ABOUT_METRICS or name.endswith("_ci") or not (value is None or _is_number(value)):
+            continue
+        if value is None:
+            parts.append(f"{name} n/a")
+            continue
+        ci = metrics.get(f"{name}_ci")
+        parts.append(f"{name} {value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if isinstance(ci, list) else ""))
+    return ", ".join(parts)
