@@ -27,7 +27,10 @@ Three steps, each usable alone:
 
 3. **Split** -- :func:`split_by_patient`: explicit splits are honoured, the
    rest is split by patient (never by image), deterministically for a seed,
-   roughly stratified by class; k-fold by patient on request.
+   roughly stratified by class, every carved split given each class that has
+   two or more patients to spare; k-fold by patient on request. It returns
+   :class:`Splits`: the files of each split, where each split came from, and
+   the classes a carved split could not be given.
 
 Patient identity. ``Sample.patient_key`` is the manifest's ``patient_id`` or
 the file's DICOM ``PatientID`` (read with ``stop_before_pixels``). A file with
@@ -56,14 +59,16 @@ from collections.abc import Callable, Iterable, Sequence
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from tlcore import ConfigError, DataError, inside_root
+from tlcore import ConfigError, DataError, inside_root, missing_class_warnings, take_covering
 
 __all__ = [
+    "DEFAULT_TEST_FRACTION",
     "MANIFEST_COLUMNS",
     "SIDECAR_SUFFIXES",
     "SPLITS",
     "SPLIT_ALIASES",
     "Sample",
+    "Splits",
     "find_dicom_files",
     "index_dataset",
     "index_folders",
@@ -90,6 +95,8 @@ SKIPPED_NAMES = frozenset({"dicomdir", "thumbs.db", "desktop.ini"})
 MANIFEST_COLUMNS = ("path", "label", "patient_id", "split")
 REQUIRED_COLUMNS = ("path", "label")
 FILE_KEY_PREFIX = "file:"
+# The test share carved when test_fraction is left unset and the data gives no val or test split of its own.
+DEFAULT_TEST_FRACTION = 0.2
 
 Warn = Callable[[str], None]  # receives one message per data problem that does not stop indexing
 _log = logging.getLogger("tlapp.medical")  # under the "tlapp" logger, so into run logs
@@ -551,6 +558,26 @@ def _stratified_order(patients: Sequence[str], strata: dict[str, tuple[str, ...]
     return [k for _, k in positioned]
 
 
+def _deal_folds(patients: Sequence[str], strata: dict[str, tuple[str, ...]], seed: int,
+                folds: int) -> dict[str, int]:
+    """The fold of each patient: each stratum is dealt round-robin, so one of m patients reaches min(m, folds) folds.
+
+    Dealing the merged stratified order instead would send two patients of a stratum to one fold whenever
+    their positions lie a multiple of ``folds`` apart. Strata are dealt one after another (rarest first) with
+    one running count from a seeded start, so fold sizes differ by at most one.
+    """
+    groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for key in patients:
+        groups[strata[key]].append(key)
+    fold_of: dict[str, int] = {}
+    position = int(_unit(seed, "start", "folds") * folds)
+    for stratum in sorted(groups, key=lambda s: (len(groups[s]), s)):
+        for key in sorted(groups[stratum], key=lambda k: (_unit(seed, k, "folds:rank"), k)):
+            fold_of[key] = position % folds
+            position += 1
+    return fold_of
+
+
 def _count(fraction: float, n: int) -> int:
     if fraction <= 0:
         return 0
@@ -570,8 +597,36 @@ def _too_few(what: str, n: int, need: int, samples: Sequence[Sample]) -> DataErr
     )
 
 
-def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_fraction: float = 0.2,
-                     seed: int = 0, folds: int | None = None, fold: int | None = None) -> dict[str, list[Sample]]:
+class Splits(dict[str, list[Sample]]):
+    """What :func:`split_by_patient` returns: ``{"train": [...], "val": [...], "test": [...]}``, plus how
+    each split came about.
+
+    ``sources`` says where each split's patients come from (metrics.json keeps it as
+    ``data.split_sources``):
+
+    * ``explicit``: the data's own split (split folders or the manifest's ``split`` column);
+    * ``carved``: drawn by patient from the training pool (``val``, ``test``);
+    * ``folds``: ``val`` is a k-fold validation fold;
+    * ``rest``: ``train`` is what the pool kept after carving (or holds patients the data left unsplit);
+    * ``none``: the split is empty (a fraction of 0, or no test carved beside an explicit val split).
+
+    ``missed`` maps a carved split to the classes it could not be given although they had at least two
+    patients in the pool it was carved from; :attr:`warnings` words them, one per class and split.
+    """
+
+    def __init__(self, splits: dict[str, list[Sample]], sources: dict[str, str],
+                 missed: dict[str, list[str]] | None = None):
+        super().__init__(splits)
+        self.sources = dict(sources)
+        self.missed = {split: sorted(classes) for split, classes in (missed or {}).items() if classes}
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for split in SPLITS for w in missing_class_warnings(split, self.missed.get(split, ()), "patient")]
+
+
+def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_fraction: float | None = None,
+                     seed: int = 0, folds: int | None = None, fold: int | None = None) -> Splits:
     """Split samples into ``train``/``val``/``test`` so that no patient is in two splits.
 
     Rules, in order:
@@ -584,12 +639,24 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
        ``test`` first (``test_fraction`` of the pool's patients), then ``val``
        (``val_fraction`` of the same pool count); the rest is ``train``. A fraction of 0 leaves that
        split empty; a fraction > 0 gives it at least one patient. Counts are
-       of patients, rounded half up.
-    3. k-fold (``folds=K, fold=i``, 0 <= i < K): ``test`` as above (explicit,
+       of patients, rounded half up. ``test_fraction=None`` means
+       :data:`DEFAULT_TEST_FRACTION` when the data gives neither a ``val`` nor
+       a ``test`` split, else no test split: data that brings its own
+       validation split but no test split keeps its training patients
+       (final metrics are then on ``val``), unless a test fraction is asked for.
+    3. Each carved split takes, besides its seeded share, one patient of every
+       class that has at least two patients in the pool it is carved from,
+       swapped in for a patient whose classes it holds anyway, and never the
+       last patient of a class in the pool (:func:`tlcore.take_covering`). A
+       class it still cannot be given is listed in ``Splits.missed``.
+    4. k-fold (``folds=K, fold=i``, 0 <= i < K): ``test`` as above (explicit,
        or carved -- the same patients for every fold); the other pool
-       patients are dealt into K folds, fold ``i`` is ``val``, the rest
-       ``train``. Over i = 0..K-1 every pool patient is in ``val`` exactly
-       once. ``val_fraction`` is ignored; an explicit ``val`` is an error.
+       patients are dealt into K folds, each stratum round-robin, fold ``i``
+       is ``val``, the rest ``train``. Over i = 0..K-1 every pool patient is
+       in ``val`` exactly once, so a fold is not rebalanced: a class with two
+       or more pool patients but none in fold ``i`` (fewer patients than
+       folds, say) is listed in ``Splits.missed``.
+       ``val_fraction`` is ignored; an explicit ``val`` is an error.
 
     The order of patients is a hash of (seed, patient key), roughly
     stratified by each patient's label set and dominant label, so the result is deterministic for
@@ -597,10 +664,12 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
     order within a split. Too few patients for the request: :class:`DataError`.
     """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
+        if value is not None and not 0 <= value < 1:
             raise ConfigError(f"{name} must be in [0, 1), got {value}")
-    if val_fraction + test_fraction >= 1:
-        raise ConfigError("val_fraction + test_fraction must be below 1 to leave patients for training")
+    if val_fraction + (DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction) >= 1:
+        unset = f" (an unset test_fraction counts as {DEFAULT_TEST_FRACTION:g})" if test_fraction is None else ""
+        raise ConfigError(f"val_fraction + test_fraction must be below 1 to leave patients for training{unset}",
+                          fix="lower val_fraction, or set test_fraction explicitly (0 for no test split)")
     if folds is None:
         if fold not in (None, 0):
             raise ConfigError(f"fold={fold} given without folds", fix="set folds (the number of folds) as well")
@@ -640,8 +709,14 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
     if folds is not None and "val" in explicit:
         raise DataError("k-fold builds its own validation folds, but the data has an explicit val split",
                         fix="merge val into train (or blank its split column), or drop folds")
+    if test_fraction is None:
+        # A user who split off a validation set by hand decides about a test set too: carving one from
+        # their (often few) training patients silently would leave both splits too small to trust.
+        test_fraction = 0.0 if explicit & {"val", "test"} else DEFAULT_TEST_FRACTION
 
     pool = [k for k in patients if assignment.get(k, "train") == "train"]
+    sources = {name: "explicit" if name in explicit else "none" for name in SPLITS}
+    missed: dict[str, list[str]] = {}
 
     # 2. carve test, then val (or the folds)
     order = _stratified_order(pool, strata, seed, "split")
@@ -657,26 +732,32 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
         n_test = min(n_test, n_pool - need_after)  # rounding up must not starve the other splits
         if n_test < 1:
             raise _too_few(what, n_pool, 1 + need_after, samples)
-        for k in order[:n_test]:
-            assignment[k] = "test"
-        order = order[n_test:]
+        order = _carve(order, label_counts, n_test, "test", assignment, missed)
+        sources["test"] = "carved"
 
     if folds is not None:
         if len(order) < folds:
             raise _too_few(f"make {folds} folds", len(order), folds, samples)
-        dealt = _stratified_order(order, strata, seed, "folds")
-        for i, k in enumerate(dealt):
-            assignment[k] = "val" if i % folds == fold else "train"
+        fold_of = _deal_folds(order, strata, seed, folds)
+        for k in order:
+            assignment[k] = "val" if fold_of[k] == fold else "train"
+        # Folds are not rebalanced (each patient must validate exactly once over the folds): say what one lacks.
+        in_pool = Counter(label for k in order for label in label_counts[k])
+        in_fold = {label for k in order if assignment[k] == "val" for label in label_counts[k]}
+        missed["val"] = [c for c, n in in_pool.items() if n >= 2 and c not in in_fold]
+        sources["val"] = "folds"
     else:
         if "val" not in explicit and val_fraction > 0:
             n_val = min(_count(val_fraction, n_pool), len(order) - 1)
             if n_val < 1:
                 raise _too_few("make validation and training splits", len(order), 2, samples)
-            for k in order[:n_val]:
-                assignment[k] = "val"
-            order = order[n_val:]
+            order = _carve(order, label_counts, n_val, "val", assignment, missed)
+            sources["val"] = "carved"
         for k in order:
             assignment[k] = "train"
+    carved = sources["val"] in ("carved", "folds") or sources["test"] == "carved"
+    unsplit = any(k not in patient_splits for k in pool)
+    sources["train"] = "rest" if carved or unsplit else "explicit"
 
     result: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     for s in samples:
@@ -684,7 +765,17 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
     if not result["train"]:
         raise DataError("no training data: every file is in the val or test split",
                         fix="add a train split, or leave some files' split blank")
-    return result
+    return Splits(result, sources, missed)
+
+
+def _carve(order: list[str], labels: dict[str, Counter[str]], count: int, split: str,
+           assignment: dict[str, str], missed: dict[str, list[str]]) -> list[str]:
+    """Assign ``count`` patients of ``order`` to ``split``, covering classes; the patients left, in order."""
+    taken, missed[split] = take_covering(order, labels, count)
+    chosen = set(taken)
+    for k in taken:
+        assignment[k] = split
+    return [k for k in order if k not in chosen]
 
 
 def split_counts(splits: dict[str, list[Sample]]) -> dict[str, dict[str, object]]:

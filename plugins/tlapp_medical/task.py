@@ -14,7 +14,8 @@ from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, build_augmentation, input_files, predict_probabilities, write_predictions)
+                    atomic_write_text, build_augmentation, input_files, predict_probabilities, small_split_warning,
+                    write_predictions)
 
 from . import formats
 from .cache import DecodedCache
@@ -36,7 +37,8 @@ class DicomData(Section):
     image_size: int = Field(128, ge=16, le=2048)
     channels: Literal[1, 3] = 3
     val_fraction: float = Field(0.2, ge=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float | None = Field(None, ge=0, lt=1, description="share of the training patients carved "
+                                        "out for testing; null: 0.2, or none when the data gives its own val split")
     folds: int | None = Field(None, ge=2, description="k-fold by patient: number of folds")
     fold: int = Field(0, ge=0, description="which fold is the validation split")
     on_error: Literal["fail", "skip"] = Field("fail", description="bad files: stop before training, or skip them")
@@ -58,8 +60,11 @@ class DicomData(Section):
     def _check(self) -> DicomData:
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} does not exist with folds={self.folds}")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must leave some data for training")
+        # An unset test_fraction may become the default, so it counts as that here.
+        test = formats.DEFAULT_TEST_FRACTION if self.test_fraction is None else self.test_fraction
+        if self.val_fraction + test >= 1:
+            unset = f" (test_fraction unset counts as {test:g})" if self.test_fraction is None else ""
+            raise ValueError(f"val_fraction + test_fraction must leave some data for training{unset}")
         return self
 
     def pixel_settings(self) -> PixelSettings:
@@ -145,8 +150,12 @@ class DicomClassification(ClassificationTask):
         atomic_write_text(path, json.dumps(listing, indent=1) + "\n")
 
     @staticmethod
-    def _data_warnings(samples, splits: dict[str, list] | None = None) -> list[str]:
-        """Classes too small to be both learnt and measured, and splits that lack a class."""
+    def _data_warnings(samples, splits: dict[str, list] | None = None,
+                       said: dict[str, list[str]] | None = None) -> list[str]:
+        """Classes too small to be both learnt and measured, and splits that lack a class.
+
+        ``said``: per split, classes already warned about (a carved split that could not be given them),
+        left out here so that each fact is said once."""
         files: Counter[str] = Counter()
         patients: dict[str, set[str]] = defaultdict(set)
         for s in samples:
@@ -157,10 +166,26 @@ class DicomClassification(ClassificationTask):
                  f"model cannot both learn it and be measured on it" for c in sorted(files) if len(patients[c]) < 2]
         for split, items in (splits or {}).items():
             present = {label for s in items for label in s.labels}
-            missing = sorted(set(files) - present)
+            missing = sorted(set(files) - present - set((said or {}).get(split, ())))
             if items and missing:
                 effect = "the model never sees" if split == "train" else "per-class metrics there are null for"
                 notes.append(f"the {split} split has no files of class(es) {', '.join(missing)}: {effect} them")
+        return notes
+
+    @classmethod
+    def _split_notes(cls, samples, splits: formats.Splits, job: JobSpec) -> list[str]:
+        """What a run and `data check` both say about the data and its splits, each fact once."""
+        notes = cls._data_warnings(samples, splits, said=splits.missed) + splits.warnings
+        if splits.sources["test"] == "none" and splits["val"]:
+            where = "validation fold" if splits.sources["val"] == "folds" else "validation split"
+            if job.data.test_fraction is None:
+                cause = "the data gives its own val split but no test split, so none is carved"
+                fix = "set data.test_fraction (e.g. 0.2) to carve a test split from the training patients"
+            else:
+                cause = "data.test_fraction is 0, so there is no test split"
+                fix = "set data.test_fraction above 0 to hold patients out for testing"
+            notes.append(f"{cause}: final metrics are on the {where}, which also picked the best epoch, so they "
+                         f"read optimistic; {fix}")
         return notes
 
     def _decoder(self, job: JobSpec, context: Context) -> CachedDecoder:
@@ -208,11 +233,12 @@ class DicomClassification(ClassificationTask):
         class_names = self._classes(samples, job)  # skipped files may drop a class: the engine checks again
         if for_training:
             splits = formats.split_by_patient(samples, val_fraction=job.data.val_fraction,
-                                            test_fraction=job.data.test_fraction, seed=job.train.seed,
-                                            folds=job.data.folds, fold=job.data.fold)
-            notes += self._data_warnings(samples, splits)
-        else:
-            splits = {"train": [], "val": [], "test": samples}
+                                              test_fraction=job.data.test_fraction, seed=job.train.seed,
+                                              folds=job.data.folds, fold=job.data.fold)
+            notes += self._split_notes(samples, splits, job)
+        else:  # `tlapp evaluate`: every file is evaluated
+            splits = formats.Splits({"train": [], "val": [], "test": samples},
+                                    sources={"train": "none", "val": "none", "test": "all"})
         for note in notes:
             context.log.warning("data: %s", note)
         if context.run_dir is not None and for_training:
@@ -220,10 +246,17 @@ class DicomClassification(ClassificationTask):
         backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
         augment = build_augmentation(job, context, job.data.image_size)
 
+        def frames(split: str):  # the samples of a split: one per frame, in dataset order
+            return [(s, f) for s in splits[split] for f in range(frame_counts[s.path])]
+
         def dataset(split: str, transform=None) -> DicomFrames:
-            items = [FrameItem(s.path, f, self._target(s, class_names, job))
-                     for s in splits[split] for f in range(frame_counts[s.path])]
+            items = [FrameItem(s.path, f, self._target(s, class_names, job)) for s, f in frames(split)]
             return DicomFrames(items, decoder, backbone.mean, backbone.std, transform, seed=job.train.seed)
+
+        # Bootstrap intervals resample patients, since one patient's frames are not independent samples. The
+        # engine only needs to tell patients apart, so it gets a number per patient, never the raw key.
+        number = {key: i for i, key in enumerate(dict.fromkeys(s.patient_key for s in samples))}
+        groups = {split: [number[s.patient_key] for s, _ in frames(split)] for split in ("val", "test")}
 
         summary = {
             "files": len(samples),
@@ -234,11 +267,13 @@ class DicomClassification(ClassificationTask):
                         "classes": dict(Counter(label for s in items for label in s.labels))}
                 for split, items in splits.items()
             },
+            "split_sources": splits.sources,
             "pixels": job.data.pixel_settings().key(),
             **({"warnings": notes} if notes else {}),
         }
         return DataBundle(train=dataset("train", augment), val=dataset("val"), test=dataset("test"),
-                          num_outputs=len(class_names), class_names=class_names, summary=summary)
+                          num_outputs=len(class_names), class_names=class_names, summary=summary,
+                          groups=groups, group_unit="patient")
 
     @staticmethod
     def _target(sample, class_names: list[str], job: JobSpec):
@@ -286,11 +321,12 @@ class DicomClassification(ClassificationTask):
         notes: list[str] = []
         samples = self._samples(job, context, notes.append)
         facts, unreadable = [], []
+        frame_counts: dict[Path, int] = {}
         decoder = self._decoder(job, context)
         for s in samples:
             try:
                 facts.append(inspect(s.path))
-                decoder(s.path)
+                frame_counts[s.path] = len(decoder(s.path))
             except DataError as exc:
                 unreadable.append({"file": str(s.path), "reason": exc.what})
         bad_files = {u["file"] for u in unreadable}
@@ -311,11 +347,12 @@ class DicomClassification(ClassificationTask):
         splits = None
         try:
             splits = formats.split_by_patient(usable, val_fraction=job.data.val_fraction,
-                                            test_fraction=job.data.test_fraction, seed=job.train.seed,
-                                            folds=job.data.folds, fold=job.data.fold)
+                                              test_fraction=job.data.test_fraction, seed=job.train.seed,
+                                              folds=job.data.folds, fold=job.data.fold)
             report["splits"] = {k: {"files": len(v), "patients": len({s.patient_key for s in v}),
                                     "classes": dict(Counter(lb for s in v for lb in s.labels))}
                                 for k, v in splits.items()}
+            report["split_sources"] = splits.sources
         except DataError as exc:
             report["splits"] = {"error": exc.what}
         report["positive_class"] = None
@@ -323,7 +360,18 @@ class DicomClassification(ClassificationTask):
             report["positive_class"] = self.positive_class(job, sorted(report["classes"]))
         except ConfigError as exc:  # a run would stop here; a check reports it with the rest
             notes.append(f"{exc.what}; {exc.fix}")
-        notes += self._data_warnings(usable, splits)
+        if splits is None:
+            notes += self._data_warnings(usable)
+        else:
+            notes += self._split_notes(usable, splits, job)
+            # A run hears this from the engine, which sees the built splits; a check has to say it itself.
+            for split in ("val", "test"):
+                items = splits[split]
+                small = items and small_split_warning(
+                    split, sum(frame_counts[s.path] for s in items), len({s.patient_key for s in items}), "patient",
+                    min_samples=job.evaluation.min_samples, min_groups=job.evaluation.min_groups)
+                if small:
+                    notes.append(small)
         for note in notes:
             context.log.warning("data: %s", note)
         report["warnings"] = notes
