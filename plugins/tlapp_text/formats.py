@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,28 +348,65 @@ def find_files(root: Path, fmt: str = "auto") -> Source:
 
 
 def stratified_split(records: list[Record], fractions: dict[str, float], seed: int,
-                     rest: str = "train") -> dict[str, list[Record]]:
-    """Split ``records`` by class (first label) into ``rest`` plus one part per fraction, reproducibly.
+                     rest: str = "train") -> tuple[dict[str, list[Record]], dict[str, list[str]]]:
+    """Split ``records`` into ``rest`` plus one part per fraction, stratified and reproducible (``seed``).
 
-    Each class gives round(n * fraction) rows to each part, but always keeps at least
-    one row in ``rest``.
+    Returns the parts (each in the order of ``records``) and, per part with a fraction above 0, the classes
+    it could not be given (sorted), for the task to warn about.
+
+    The parts are carved in the order of ``fractions``, each from what the earlier ones left:
+
+    1. Rows are stratified by label set (the sorted labels joined by ``|``; a single label when
+       single-label): each label set of n rows gives round(n * fraction) of them to the part, but keeps
+       one for ``rest`` and, where it has them, one for each later part.
+    2. Then the part is given one row of every class (label) it still lacks and that has at least two rows
+       left, rarest class first, so that a class of 3 rows gives one to each of val and test and keeps one.
+       Only a row whose every label keeps another row behind is given, so ``rest`` (train) keeps every
+       class of ``records``.
+
+    In multi-label data a class is a label, whichever label sets hold it: it counts as present in a part
+    when any row there carries it. A class that still lacks a row in a part (a single row; two rows and
+    two parts; or, multi-label, only rows whose other labels have no other row) is returned as missed.
     """
-    by_class: dict[str, list[Record]] = defaultdict(list)
+    by_set: dict[str, list[Record]] = defaultdict(list)
     for r in records:
-        by_class["|".join(sorted(r.labels))].append(r)
-    out: dict[str, list[Record]] = {rest: [], **{k: [] for k in fractions}}
+        by_set["|".join(sorted(r.labels))].append(r)
     rng = random.Random(seed)
-    for key in sorted(by_class):
-        items = list(by_class[key])
+    sizes: dict[str, int] = {}
+    left: dict[str, list[Record]] = {}
+    for key in sorted(by_set):
+        items = list(by_set[key])
         rng.shuffle(items)
-        n = len(items)
-        for part, fraction in fractions.items():
-            take = min(round(n * fraction), max(len(items) - 1, 0))
+        sizes[key], left[key] = len(items), items
+    out: dict[str, list[Record]] = {rest: [], **{k: [] for k in fractions}}
+    missed: dict[str, list[str]] = {}
+    classes = {lb for r in records for lb in r.labels}
+    carved = [part for part, fraction in fractions.items() if fraction > 0]
+    for index, part in enumerate(carved):
+        fraction, later = fractions[part], len(carved) - index - 1
+        for key, items in left.items():  # leave one row for rest and, if it can, one for each later part
+            take = min(round(sizes[key] * fraction), max(len(items) - 1 - later, 0))
             out[part] += items[:take]
-            items = items[take:]
+            left[key] = items[take:]
+        held = {lb for r in out[part] for lb in r.labels}
+        counts = Counter(lb for items in left.values() for r in items for lb in r.labels)
+        for cls in sorted((c for c in counts if c not in held and counts[c] >= 2), key=lambda c: (counts[c], c)):
+            if cls in held:  # a row given for a rarer class brought it along
+                continue
+            found = next(((key, i) for key, items in left.items() for i, r in enumerate(items)
+                          if cls in r.labels and all(counts[lb] >= 2 for lb in r.labels)), None)
+            if found is None:
+                continue
+            key, i = found
+            row = left[key].pop(i)
+            out[part].append(row)
+            held.update(row.labels)
+            counts.subtract(row.labels)
+        missed[part] = sorted(classes - held)
+    for items in left.values():
         out[rest] += items
     order = {id(r): i for i, r in enumerate(records)}
-    return {k: sorted(v, key=lambda r: order[id(r)]) for k, v in out.items()}
+    return {k: sorted(v, key=lambda r: order[id(r)]) for k, v in out.items()}, missed
 
 
 def describe(problems: Iterable[Problem], limit: int = 20) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Sequence
@@ -13,7 +14,8 @@ from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, input_files, predict_probabilities, write_predictions)
+                    atomic_write_text, input_files, missing_class_warnings, predict_probabilities,
+                    small_split_warning, write_predictions)
 
 from .datasets import Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode, length_stats
 from .formats import (FORMATS, SPLITS, SUFFIXES, Columns, Problem, ReadResult, Record, decode, describe, find_files,
@@ -55,6 +57,32 @@ class TextData(Section):
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("data.labels repeats a label")
         return self
+
+
+@dataclass
+class Splits:
+    """The rows of each split, where each split came from, notes on how, and the classes each carved split
+    lacks."""
+
+    parts: dict[str, list[Record]]
+    sources: dict[str, str]  # per split: explicit (files, split column) | carved | none
+    notes: list[str]
+    missed: dict[str, list[str]]  # per carved split
+
+
+@dataclass
+class Prepared:
+    """The data read and split, as build_data and check_data report it."""
+
+    root: Path
+    files: list[dict[str, Any]]
+    parts: dict[str, list[Record]]
+    problems: list[Problem]
+    class_names: list[str]
+    how: str  # files | column | random
+    sources: dict[str, str]
+    notes: list[str]
+    warnings: list[str]  # rare classes, and classes a carved split lacks
 
 
 class TextClassification(ClassificationTask):
@@ -131,23 +159,40 @@ class TextClassification(ClassificationTask):
         how = "files" if by_file else ("column" if has_split_column else "random")
         return root, files, records, problems, how
 
-    def _split(self, records: list[Record], how: str, job: JobSpec) -> tuple[dict[str, list[Record]], list[str]]:
-        notes: list[str] = []
+    def _split(self, records: list[Record], how: str, job: JobSpec) -> Splits:
+        d, seed = job.data, job.train.seed
         if how == "random":
-            parts = stratified_split(records, {"val": job.data.val_fraction, "test": job.data.test_fraction},
-                                     seed=job.train.seed)
-            notes.append(f"no splits given: stratified random split with seed {job.train.seed} "
-                         f"(val {job.data.val_fraction:g}, test {job.data.test_fraction:g})")
-            return parts, notes
+            parts, missed = stratified_split(records, {"val": d.val_fraction, "test": d.test_fraction}, seed=seed)
+            notes = [f"no splits given: stratified random split with seed {seed} (val {d.val_fraction:g}, "
+                     f"test {d.test_fraction:g} of each class, at least one row of every class that has rows "
+                     f"to spare)"]
+            return Splits(parts, {s: "carved" for s in SPLITS}, notes, missed)
         parts = {s: [r for r in records if r.split == s] for s in SPLITS}
+        sources = {s: "explicit" if parts[s] else "none" for s in SPLITS}
+        notes, missed = [], {}
         if not parts["val"] and parts["train"]:
-            carved = stratified_split(parts["train"], {"val": job.data.val_fraction}, seed=job.train.seed)
+            carved, missed = stratified_split(parts["train"], {"val": d.val_fraction}, seed=seed)
             parts["train"], parts["val"] = carved["train"], carved["val"]
-            notes.append(f"no validation split given: {job.data.val_fraction:g} of each class drawn from train "
-                         f"(seed {job.train.seed})")
-        if not parts["test"]:
-            notes.append("no test split given: final metrics are on the validation split")
-        return parts, notes
+            sources["val"] = "carved"
+            notes.append(f"no validation split given: {d.val_fraction:g} of each class drawn from train "
+                         f"(seed {seed}), at least one row of every class that has rows to spare")
+        return Splits(parts, sources, notes, missed)
+
+    @staticmethod
+    def _no_test_note(how: str, job: JobSpec) -> str:
+        """Why there is no test split, what that means for the final metrics, and how to get one."""
+        if how == "files":
+            fix = ("add a test file to the folder (test.csv, test.tsv or test.jsonl), or pass one file without "
+                   "splits so that all three are carved (data.test_fraction)")
+        elif how == "column":
+            fix = (f"give some rows the value test in the {job.data.split_column!r} column, or set "
+                   f"data.split_column=null so that all three splits are carved (data.test_fraction)")
+        elif job.data.test_fraction == 0:
+            fix = "set data.test_fraction above 0"
+        else:
+            fix = "add rows: no class has enough to spare one for a test split"
+        return ("no test split: the final metrics are on the validation split, which also picked the best "
+                f"epoch, so they are optimistic; for a held-out test split, {fix}")
 
     def _classes(self, parts: dict[str, list[Record]], job: JobSpec, context: Context,
                  for_training: bool) -> tuple[list[str], list[tuple[Record, Problem]]]:
@@ -169,18 +214,28 @@ class TextClassification(ClassificationTask):
                     bad.append((r, Problem(r.file, r.line, f"unknown label {unknown[0]!r} (not in {origin})")))
         return names, bad
 
-    def _prepare(self, job: JobSpec, context: Context, for_training: bool):
+    def _prepare(self, job: JobSpec, context: Context, for_training: bool) -> Prepared:
         """Read, split and check labels; returns everything build_data and check_data report on."""
         root, files, records, problems, how = self._read(job, context)
         if for_training:
-            parts, notes = self._split(records, how, job)
+            splits = self._split(records, how, job)
         else:
-            parts, notes = {"train": [], "val": [], "test": records}, ["evaluation data: every row is a test row"]
-        class_names, bad_labels = self._classes(parts, job, context, for_training)
+            splits = Splits({"train": [], "val": [], "test": records}, {"train": "none", "val": "none",
+                            "test": "explicit"}, ["evaluation data: every row is a test row"], {})
+        class_names, bad_labels = self._classes(splits.parts, job, context, for_training)
         dropped = {id(r) for r, _ in bad_labels}
         problems = sorted(problems + [p for _, p in bad_labels], key=lambda p: (p.file, p.line))
-        parts = {s: [r for r in rs if id(r) not in dropped] for s, rs in parts.items()}
-        return root, files, parts, problems, class_names, how, notes
+        parts = {s: [r for r in rs if id(r) not in dropped] for s, rs in splits.parts.items()}
+        notes, sources = list(splits.notes), dict(splits.sources)
+        if for_training and not parts["test"]:
+            sources["test"] = "none"
+            notes.append(self._no_test_note(how, job))
+        known = set(class_names)  # a class only bad rows hold is reported with them, not as missing
+        warnings = [w for split, missed in splits.missed.items()
+                    for w in missing_class_warnings(split, [c for c in missed if c in known], "row")]
+        if for_training:
+            warnings = _class_warnings(parts, class_names) + warnings
+        return Prepared(root, files, parts, problems, class_names, how, sources, notes, warnings)
 
     # ------------------------------------------------------------ building
 
@@ -188,7 +243,8 @@ class TextClassification(ClassificationTask):
         if job.augment:
             raise ConfigError(f"the text task has no augmentation pipelines (augment={job.augment!r})",
                               where="augment", fix="remove augment from the job spec")
-        root, files, parts, problems, class_names, how, notes = self._prepare(job, context, for_training)
+        prepared = self._prepare(job, context, for_training)
+        root, parts, problems, class_names = prepared.root, prepared.parts, prepared.problems, prepared.class_names
         if problems and job.data.on_error == "fail":
             raise DataError(f"{len(problems)} bad row(s) in the data:\n{describe(problems)}", where=str(root),
                             fix="correct or remove these rows, or skip them with --set data.on_error=skip")
@@ -198,10 +254,9 @@ class TextClassification(ClassificationTask):
                 atomic_write_text(context.run_dir / "skipped_rows.json",
                                   json.dumps([p.as_dict() for p in problems], indent=1) + "\n")
         self._check_classes(parts, class_names, job, root, for_training)
-        if for_training:
-            for warning in _class_warnings(parts, class_names):
-                context.log.warning("data: %s", warning)
-        for note in notes:
+        for warning in prepared.warnings:
+            context.log.warning("data: %s", warning)
+        for note in prepared.notes:
             context.log.info("data: %s", note)
 
         tokenizer = self.tokenizer(job, context)
@@ -223,9 +278,11 @@ class TextClassification(ClassificationTask):
             if parts["test"] else None
         summary = {
             "source": str(root),
-            "files": files,
-            "split_source": how,
-            "notes": notes,
+            "files": prepared.files,
+            "split_source": prepared.how,  # files | column | random; split_sources says it per split
+            "split_sources": prepared.sources,
+            "notes": prepared.notes,
+            "warnings": list(prepared.warnings),
             "rows": {s: len(rs) for s, rs in parts.items()},
             "skipped_rows": len(problems),
             "classes": {s: _label_counts(rs) for s, rs in parts.items()},
@@ -322,12 +379,14 @@ class TextClassification(ClassificationTask):
     # ------------------------------------------------------------ preflight
 
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
-        root, files, parts, problems, class_names, how, notes = self._prepare(job, context, for_training=True)
+        prepared = self._prepare(job, context, for_training=True)
+        root, parts, problems, class_names = prepared.root, prepared.parts, prepared.problems, prepared.class_names
         report: dict[str, Any] = {
             "source": str(root),
-            "files": files,
-            "split_source": how,
-            "notes": notes,
+            "files": prepared.files,
+            "split_source": prepared.how,
+            "split_sources": prepared.sources,
+            "notes": prepared.notes,
             "rows": {s: len(rs) for s, rs in parts.items()},
             "classes": class_names,
             "class_counts": {s: _label_counts(rs) for s, rs in parts.items()},
@@ -341,7 +400,9 @@ class TextClassification(ClassificationTask):
             self._check_classes(parts, class_names, job, root, for_training=True)
         except DataError as exc:
             report["error"] = exc.what
-        report["warnings"] = _class_warnings(parts, class_names)
+        small = [small_split_warning(split, len(parts[split]), None, "row", min_samples=job.evaluation.min_samples,
+                                     min_groups=job.evaluation.min_groups) for split in ("val", "test") if parts[split]]
+        report["warnings"] = prepared.warnings + [w for w in small if w is not None]
         try:
             tokenizer = self.tokenizer(job, context)
             max_length = self.max_length(job, tokenizer)

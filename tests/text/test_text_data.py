@@ -60,13 +60,13 @@ def test_random_split_is_stratified_and_follows_the_seed(tmp_path):
     rows = small_corpus(20)
     write_csv(tmp_path / "all.csv", rows)
     task, job, context = task_job({"path": str(tmp_path / "all.csv"), "val_fraction": 0.2, "test_fraction": 0.25})
-    parts, _ = task._split(task._read(job, context)[2], "random", job)
+    parts = task._split(task._read(job, context)[2], "random", job).parts
     for split, per_class in (("val", 4), ("test", 5), ("train", 11)):
         assert Counter(r.labels[0] for r in parts[split]) == {c: per_class for c in ("billing", "shipping", "account")}
-    again, _ = task._split(task._read(job, context)[2], "random", job)
+    again = task._split(task._read(job, context)[2], "random", job).parts
     assert [r.line for r in again["test"]] == [r.line for r in parts["test"]]
     _, other_seed, _ = task_job({"path": str(tmp_path / "all.csv")}, train={"seed": 5})
-    other, _ = task._split(task._read(other_seed, context)[2], "random", other_seed)
+    other = task._split(task._read(other_seed, context)[2], "random", other_seed).parts
     assert [r.line for r in other["test"]] != [r.line for r in parts["test"]]
 
 
