@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from tlcore import IMAGENET_MEAN, IMAGENET_STD, Backbone, ConfigError, ParameterGroup, TlappError, fetch_state_dict
@@ -463,12 +464,16 @@ class DetectionModel(nn.Module):
         return self.detector(images, _training_targets(targets) if targets is not None else None)
 
     @torch.no_grad()
-    def losses_and_detections(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]):
+    def losses_and_detections(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+                              per_image: bool = False):
         """Detections as in evaluation, plus the training losses of the same batch (for a validation loss).
 
         The backbone runs once in evaluation mode; the RPN and RoI heads run a
         second time with their loss branches on, under a fixed seed in a forked
-        RNG so that validating does not move the training randomness.
+        RNG so that validating does not move the training randomness. With
+        ``per_image`` each loss is a tensor of one value per image: the heads run
+        image by image, each under the same seed, so an image's loss does not
+        depend on the images batched with it (and a bootstrap can resample it).
         """
         d = self.detector
         sizes = [tuple(img.shape[-2:]) for img in images]
@@ -478,10 +483,20 @@ class DetectionModel(nn.Module):
         detections, _ = d.roi_heads(features, proposals, batch.image_sizes)
         detections = d.transform.postprocess(detections, batch.image_sizes, sizes)
         with torch.random.fork_rng(devices=[]), _loss_mode(d.rpn, d.roi_heads):
-            torch.manual_seed(0)
-            train_proposals, rpn_losses = d.rpn(batch, features, scaled)
-            _, roi_losses = d.roi_heads(features, train_proposals, batch.image_sizes, scaled)
-        return {**rpn_losses, **roi_losses}, detections
+            if not per_image:
+                torch.manual_seed(0)
+                train_proposals, rpn_losses = d.rpn(batch, features, scaled)
+                _, roi_losses = d.roi_heads(features, train_proposals, batch.image_sizes, scaled)
+                return {**rpn_losses, **roi_losses}, detections
+            rows = []
+            for i in range(len(images)):
+                torch.manual_seed(0)
+                one = ImageList(batch.tensors[i:i + 1], [batch.image_sizes[i]])
+                its_features = OrderedDict((name, f[i:i + 1]) for name, f in features.items())
+                train_proposals, rpn_losses = d.rpn(one, its_features, [scaled[i]])
+                _, roi_losses = d.roi_heads(its_features, train_proposals, one.image_sizes, [scaled[i]])
+                rows.append({**rpn_losses, **roi_losses})
+        return {name: torch.stack([row[name] for row in rows]) for name in (rows[0] if rows else {})}, detections
 
 
 def _training_targets(targets):

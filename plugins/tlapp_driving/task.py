@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Callable, Sequence
@@ -16,7 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tlcore import (ConfigError, Context, DataBundle, DataError, JobSpec, ModelSpec, Section, Task,
-                    atomic_write_text, build_augmentation, input_files, write_predictions)
+                    atomic_write_text, build_augmentation, input_files, missing_class_warnings, small_split_warning,
+                    take_covering, write_predictions)
 
 from .datasets import DetectionDataset, ImageFiles, aspect_ratio_batches, collate
 from .formats import IMAGE_SUFFIXES, DetectionSet, ImageRecord, checked_image_size
@@ -83,6 +85,16 @@ class DetectorSpec(ModelSpec):
     def detector_options(self) -> dict[str, Any]:
         fields = set(DetectorOptions.__dataclass_fields__) - {"num_classes", "pretrained"}
         return {k: getattr(self, k) for k in fields}
+
+
+@dataclass
+class Splits:
+    """The records of each split, where each split came from (``explicit``: the dataset's own, ``carved``: cut
+    at random here, ``none``), and warnings about what a split lacks."""
+
+    records: dict[str, list[ImageRecord]]
+    sources: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
 
 
 class DrivingDetection(Task):
@@ -168,15 +180,26 @@ class DrivingDetection(Task):
             context.log.info("ignored object types outside the classes: %s", dict(r.ignored_types))
 
     @staticmethod
-    def _split(records: list[ImageRecord], job: JobSpec, for_training: bool) -> dict[str, list[ImageRecord]]:
+    def _split(records: list[ImageRecord], job: JobSpec, for_training: bool) -> Splits:
+        """The train/val/test records, where each came from, and warnings about what they lack.
+
+        Fixed splits (KITTI train/ val/ test/, COCO train.json val.json test.json) are kept as given. Otherwise
+        test, then val, are carved from a permutation seeded by ``train.seed``, each keeping every class with
+        boxes in at least two of the images it is carved from (``tlcore.take_covering``), so that its
+        per-class AP is defined while training keeps the class too."""
         if not for_training:
-            return {"train": [], "val": [], "test": records}
+            return Splits({"train": [], "val": [], "test": records}, {"train": "none", "val": "none",
+                                                                       "test": "explicit"})
         if any(r.split is not None for r in records):
             splits = {s: [r for r in records if r.split == s] for s in ("train", "val", "test")}
             if not splits["train"] or not splits["val"]:
                 raise DataError("fixed splits need train/ and val/ (KITTI) or train.json and val.json (COCO)",
                                 where=str(records[0].path.parent), fix="add a validation split")
-            return splits
+            sources = {"train": "explicit", "val": "explicit", "test": "explicit" if splits["test"] else "none"}
+            warnings = [] if splits["test"] else [
+                "no test split given: final metrics are on the validation split, which also picked the best "
+                "epoch (add test/ (KITTI) or test.json (COCO) for an unbiased estimate)"]
+            return Splits(splits, sources, warnings)
         n = len(records)
         order = np.random.RandomState(job.train.seed).permutation(n).tolist()
         n_test = int(round(n * job.data.test_fraction))
@@ -184,14 +207,33 @@ class DrivingDetection(Task):
         if n - n_test - n_val < 1:
             raise DataError(f"{n} images are too few to split into train, val and test", where="data.path",
                             fix="add images, or lower data.val_fraction / data.test_fraction")
+        labels = {i: set(records[i].classes) for i in order}
+        images_of = Counter(c for i in order for c in labels[i])
+        keepable = {c for c, count in images_of.items() if count >= 2}
+        test, _ = take_covering(order, labels, n_test)
+        in_test = set(test)
+        val, _ = take_covering([i for i in order if i not in in_test], labels, n_val)
+        carved = set(test) | set(val)
         pick = lambda idx: [records[i] for i in sorted(idx)]  # noqa: E731
-        return {"train": pick(order[n_val + n_test:]), "val": pick(order[:n_val]),
-                "test": pick(order[n_val:n_val + n_test])}
+        splits = {"train": pick(i for i in order if i not in carved), "val": pick(val), "test": pick(test)}
+        warnings = []
+        for name in ("test", "val") if n_test else ("val",):
+            # take_covering's misses, and for val also each class whose second image went to test: too few are
+            # left to give val one and keep one for training.
+            held = {c for r in splits[name] for c in r.classes}
+            warnings += missing_class_warnings(name, keepable - held, "image")
+        if not n_test:
+            warnings.append("no test split (data.test_fraction is 0): final metrics are on the validation split, "
+                            "which also picked the best epoch")
+        return Splits(splits, {"train": "carved", "val": "carved", "test": "carved" if n_test else "none"}, warnings)
 
     def build_data(self, job: JobSpec, context: Context, *, for_training: bool = True) -> DataBundle:
         data = self.read(job, context)
         self._log_read(data, context)
-        splits = self._split(data.records, job, for_training)
+        parts = self._split(data.records, job, for_training)
+        splits = parts.records
+        for warning in parts.warnings:
+            context.log.warning("%s", warning)
         if for_training:
             trained = {c for r in splits["train"] for c in r.classes} | set(data.report.classes_without_objects)
             elsewhere = [c for c in data.classes if c not in trained]
@@ -217,8 +259,11 @@ class DrivingDetection(Task):
             "splits": {s: {"images": len(items), "empty_images": sum(1 for r in items if not r.boxes),
                            "objects_per_class": dict(Counter(c for r in items for c in r.classes))}
                        for s, items in splits.items()},
+            "split_sources": parts.sources,
             "ignore_regions": "DontCare/crowd regions are not trained on; evaluation ignores detections inside them",
         }
+        if parts.warnings:
+            summary["warnings"] = list(parts.warnings)
         return DataBundle(train=make(splits["train"], augment), val=make(splits["val"]), test=make(splits["test"]),
                           num_outputs=len(classes), class_names=list(classes), collate_fn=collate, summary=summary,
                           batch_sampler=aspect_ratio_batches if job.data.group_aspect_ratio else None)
@@ -340,11 +385,20 @@ class DrivingDetection(Task):
         }
         if records:
             try:
-                splits = self._split(records, job, True)
-                report["splits"] = {s: {"images": len(v), "objects": sum(len(r.boxes) for r in v)}
-                                    for s, v in splits.items()}
+                parts = self._split(records, job, True)
             except DataError as exc:
                 report["splits"] = {"error": exc.what}
+            else:
+                report["splits"] = {s: {"images": len(v), "objects": sum(len(r.boxes) for r in v)}
+                                    for s, v in parts.records.items()}
+                report["split_sources"] = parts.sources
+                report["warnings"] += parts.warnings
+                for split in ("val", "test"):
+                    images = len(parts.records[split])
+                    small = small_split_warning(split, images, None, "image", min_samples=job.evaluation.min_samples,
+                                                min_groups=job.evaluation.min_groups) if images else None
+                    if small is not None:
+                        report["warnings"].append(small)
         return report
 
 

@@ -65,6 +65,15 @@ def test_kitti_run_metrics_predictions_and_whole_detector_transfer(tlapp, make_k
     assert {"map", "map_50", "map_75", "mar_100", "map_per_class", "loss"} <= set(result)
     assert set(result["map_per_class"]) == set(KITTI_CLASSES)
     assert metrics["history"][0]["val"]["map_50"] >= 0 and "loss" in metrics["history"][0]["val"]
+    # Classes without boxes in the test split are null with their reason, and left out of the averages.
+    absent = [c for c in KITTI_CLASSES if result["map_per_class"][c] is None]
+    assert {"Van", "Truck", "Cyclist"} <= set(absent) and result["undefined_classes"]["map_per_class"] == absent
+    assert result["undefined"]["map_per_class"].endswith(": " + ", ".join(absent))
+    assert result["averaged_over"]["map"] == len(KITTI_CLASSES) - len(absent)
+    assert result["map_large"] is None and "larger than 96x96" in result["undefined"]["map_large"]
+    assert isinstance(result["map_ci"], list) and 0 <= result["map_ci"][0] <= result["map_ci"][1] <= 1
+    assert result["bootstrap"]["resamples"] == 100 and result["bootstrap"]["unit"] == "sample"
+    assert metrics["data"]["split_sources"] == {"train": "carved", "val": "carved", "test": "carved"}
 
     # The pretrained Lite0 really is in the detector: every tensor of its trunk came from the ImageNet file.
     _, job, model, class_names, _, _ = load_run(load_plugins(), run)

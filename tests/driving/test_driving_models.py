@@ -166,12 +166,17 @@ def test_downloadable_weights_fail_fast_offline(tmp_path, monkeypatch, registry)
     assert os.environ.get("TLAPP_OFFLINE") is None
 
 
-def test_validation_pass_gives_losses_and_detections_without_moving_the_rng(registry):
+def one_object_and_an_empty_image(registry, second_width):
+    """A small detector in eval mode, two images (the second of width ``second_width``), one box in the first."""
     detector = build_lite0_fpn(lite0=registry.backbones["efficientnet_lite0"], num_classes=3, **SMALL)
-    model = DetectionModel(detector).eval()
-    images = [torch.rand(3, 48, 96), torch.rand(3, 48, 64)]
+    images = [torch.rand(3, 48, 96), torch.rand(3, 48, second_width)]
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 30.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    return detector, DetectionModel(detector).eval(), images, targets
+
+
+def test_validation_pass_gives_losses_and_detections_without_moving_the_rng(registry):
+    detector, model, images, targets = one_object_and_an_empty_image(registry, 64)
     state = torch.get_rng_state()
     losses, detections = model.losses_and_detections(images, targets)
     assert torch.equal(state, torch.get_rng_state())
@@ -182,6 +187,21 @@ def test_validation_pass_gives_losses_and_detections_without_moving_the_rng(regi
     assert len(detections) == 2
     for a, b in zip(detections, plain):
         assert torch.allclose(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_per_image_losses_do_not_depend_on_the_batch(registry):
+    torch.manual_seed(0)
+    _, model, images, targets = one_object_and_an_empty_image(registry, 96)
+    state = torch.get_rng_state()
+    losses, _ = model.losses_and_detections(images, targets, per_image=True)
+    assert torch.equal(state, torch.get_rng_state())
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    assert all(v.shape == (2,) for v in losses.values())
+    assert float(losses["loss_box_reg"][1]) == 0  # no objects: nothing to regress
+    for i in range(2):
+        alone, _ = model.losses_and_detections(images[i:i + 1], targets[i:i + 1], per_image=True)
+        for name, value in alone.items():
+            assert float(value[0]) == pytest.approx(float(losses[name][i]), rel=1e-4, abs=1e-6), name
 
 
 @pytest.mark.parametrize("backbone,init,fpn_head", [("fasterrcnn_lite0_fpn", "imagenet", True),
