@@ -141,6 +141,9 @@ def test_evaluate_and_unknown_plugin(toy_plugin, tlapp):
     code, out, err = tlapp("evaluate", "--run", "r")
     assert code == 0, err
     result = json.loads(out)
-    assert result["metrics"]["accuracy"] == read_metrics("r")["metrics"]["accuracy"]
+    run_metrics = read_metrics("r")["metrics"]
+    assert result["metrics"]["accuracy"] == run_metrics["accuracy"]
+    assert result["metrics"]["accuracy_ci"] == run_metrics["accuracy_ci"]  # same split, same resamples
+    assert result["data"] == "test split of the run" and result["samples"] == 21
     code, _, err = tlapp("run", "--plugin", "nosuch")
     assert code == 2 and "no plugin named 'nosuch'" in err
