@@ -4,6 +4,7 @@ Plugins import only what this module exports; everything else is private to the 
 """
 
 from .augmentation import build_augmentation
+from .baseline import ClassicalInputs
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .classification import (ClassificationEvaluator, ClassificationModel, ClassificationTask, ClassifierSpec,
                              build_classifier, predict_probabilities)
@@ -30,6 +31,7 @@ __all__ = [
     "Backbone",
     "BackboneHeadModel",
     "Catalog",
+    "ClassicalInputs",
     "ClassificationEvaluator",
     "ClassificationModel",
     "ClassificationTask",

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from .baseline import ClassicalInputs
 from .config import JobSpec, ModelSpec
 from .engine import to_device
 from .errors import ConfigError
@@ -232,6 +233,12 @@ class ClassificationTask(Task):
 
     def metric_names(self, job: JobSpec) -> list[str] | None:
         return ["loss", *cast(ClassifierSpec, job.model).metrics]
+
+    def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
+        """Inputs of ``tlapp compare``'s classical baseline: features that owe nothing to pretraining for the
+        training split and for ``split`` (the evaluation split, in its dataset order), for a logistic
+        regression; None (the default) offers no baseline. Single-label only."""
+        return None
 
     def positive_class(self, job: JobSpec, class_names: list[str]) -> str | None:
         """The class sensitivity and specificity will be about; a ConfigError when it must be named. Call it

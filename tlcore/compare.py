@@ -19,9 +19,10 @@ from . import config as cfg
 from .checkpoint import atomic_write_text
 from .directories import prepare_output
 from .errors import ConfigError
-from .intervals import RESAMPLES_FILE, Bootstrap
+from .baseline import NAME, classical_baseline
+from .intervals import RESAMPLES_FILE, Bootstrap, shown
 from .plugins import Plugins
-from .run import execute, resolve_job
+from .run import execute, log, make_context, resolve_job
 
 
 def plan(plugins: Plugins, *, plugin: str, strategies: list[str], folds: int | None, config_file: str | None,
@@ -65,6 +66,10 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric
             "samples_per_second": statistics.fmean(h["samples_per_second"] for h in history) if history else None,
         })
         resamples.append(Bootstrap.load(result.directory / RESAMPLES_FILE))
+    for run, boot in baselines(plugins, [(fold, task, job) for strategy, fold, task, job in jobs
+                                         if strategy == jobs[0][0]], output):
+        runs.append(run)
+        resamples.append(boot)
     summary = summarise(runs)
     first_task, first_job = jobs[0][2], jobs[0][3]
     name, mode = ranking_metric(first_task, first_job, metric, runs)
@@ -74,6 +79,32 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric
     atomic_write_text(output / "comparison.md", table(summary) + "\n" + verdict["text"] + "\n")
     plot(summary, output / "comparison.png")
     return report
+
+
+def baselines(plugins: Plugins, jobs, output: Path) -> list[tuple[dict[str, Any], Bootstrap | None]]:
+    """The classical baseline on each fold's splits (those of the first strategy's jobs), as compare rows;
+    none when the task offers no baseline. Its metrics and resamples go into ``classical-baseline/``."""
+    rows = []
+    for fold, task, job in jobs:
+        context = make_context(plugins, job)  # no run directory: the data is read, nothing written there
+        result = classical_baseline(task, job, task.build_data(job, context), context)
+        if result is None:
+            log.info("task %r offers no classical baseline for this job", task.name)
+            return []
+        folder = output / NAME / (f"fold-{fold}" if fold is not None else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        boot = result.pop("resamples")
+        if boot is not None:
+            boot.save(folder / RESAMPLES_FILE)
+        atomic_write_text(folder / "metrics.json", json.dumps(result, indent=2) + "\n")
+        log.info("%s (%s): %s", NAME, result["description"], shown(result["metrics"]))
+        final = result["metrics"]
+        rows.append(({"strategy": NAME, "fold": fold, "directory": str(folder), "chosen": None,
+                      "description": result["description"], "evaluated_on": result["evaluated_on"],
+                      "metrics": {k: v for k, v in final.items() if _scalar(v)},
+                      "intervals": {k[:-3]: v for k, v in final.items() if k.endswith("_ci") and isinstance(v, list)},
+                      "wall_seconds": result["wall_seconds"], "samples_per_second": None}, boot))
+    return rows
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -134,7 +165,8 @@ def judge(runs: list[dict[str, Any]], resamples: list[Bootstrap | None], metric:
     ranked = sorted(per_strategy, key=lambda s: -sign * per_strategy[s][0])
     winner = verdict["best"] = ranked[0]
     lines = [f"Best on {metric} ({'higher' if mode == 'max' else 'lower'} is better): {winner}."]
-    others = [ranked[1]] + (["scratch"] if "scratch" in per_strategy and "scratch" not in ranked[:2] else [])
+    # the runner-up, and the references that say whether transfer helped at all
+    others = list(dict.fromkeys([ranked[1], *(r for r in ("scratch", NAME) if r in per_strategy and r != winner)]))
     for other in others:
         margin = sign * (per_strategy[winner][0] - per_strategy[other][0])
         entry: dict[str, Any] = {"against": other, "margin": margin}
@@ -151,6 +183,15 @@ def judge(runs: list[dict[str, Any]], resamples: list[Bootstrap | None], metric:
             lines.append(f"- over {other}: by {margin:.4g} (95% interval of the paired difference "
                          f"{interval[0]:.4g} to {interval[1]:.4g}): {said}")
         verdict["comparisons"].append(entry)
+    if NAME in per_strategy:
+        transfer = [s for s in ranked if s not in (NAME, "scratch")]
+        if transfer:
+            best = transfer[0]
+            margin = sign * (per_strategy[best][0] - per_strategy[NAME][0])
+            verdict["transfer_beats_baseline"] = margin > 0
+            lines.append(f"Transfer against the classical baseline: {best}, the best transfer strategy, is "
+                         f"{'ahead of' if margin > 0 else 'behind'} it by {abs(margin):.4g} on {metric}"
+                         + ("" if margin > 0 else "; transfer did not help on this data"))
     verdict["text"] = "\n".join(lines)
     return verdict
 

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence, Sized
 
 import torch
 from pydantic import BaseModel
@@ -42,6 +42,12 @@ class DataBundle:
     # without groups is resampled sample by sample. ``group_unit`` names a group in reports ("patient").
     groups: dict[str, Sequence[Hashable]] = field(default_factory=dict)
     group_unit: str = "sample"
+
+    def evaluation_split(self) -> tuple[str, Dataset]:
+        """The split final metrics are measured on: ``test``, or ``val`` when there is no test split."""
+        if self.test is not None and len(cast(Sized, self.test)):
+            return "test", self.test
+        return "val", self.val
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the engine before each training epoch: a ``tlcore.EpochSeeded`` training set draws

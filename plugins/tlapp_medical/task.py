@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Sequence
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
 
-from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
+from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
                     atomic_write_text, build_augmentation, input_files, predict_probabilities, small_split_warning,
                     write_predictions)
 
@@ -274,6 +277,24 @@ class DicomClassification(ClassificationTask):
         return DataBundle(train=dataset("train", augment), val=dataset("val"), test=dataset("test"),
                           num_outputs=len(class_names), class_names=class_names, summary=summary,
                           groups=groups, group_unit="patient")
+
+    def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
+        """Raw pixels, grey and shrunk to 32x32 by area averaging, then standardised: the classic image
+        baseline. The frames come from the decoded-pixel cache, without augmentation."""
+        if job.model.multilabel:
+            return None
+        from sklearn.preprocessing import StandardScaler
+
+        def pixels(frames: DicomFrames) -> tuple[np.ndarray, list[int]]:
+            rows = [torch.from_numpy(np.array(frames.load(item.path)[item.frame], dtype=np.float32)).mean(0)
+                    for item in frames.items]
+            shrunk = [F.adaptive_avg_pool2d(row[None, None], 32).flatten().numpy() for row in rows]
+            return np.stack(shrunk) if shrunk else np.zeros((0, 32 * 32)), [int(i.target) for i in frames.items]
+
+        train, train_targets = pixels(data.train)
+        evaluated, evaluated_targets = pixels(getattr(data, split))
+        return ClassicalInputs("logistic regression on 32x32 grey pixels (standardised)", StandardScaler(), train,
+                               train_targets, evaluated, evaluated_targets)
 
     @staticmethod
     def _target(sample, class_names: list[str], job: JobSpec):

@@ -68,13 +68,16 @@ class TokenizedTexts(Dataset):
     texts of similar length (less padding), which leaves metrics unchanged.
     """
 
-    def __init__(self, ids: list[list[int]], targets: list[Any] | None = None, sort_by_length: bool = False):
+    def __init__(self, ids: list[list[int]], targets: list[Any] | None = None, sort_by_length: bool = False,
+                 texts: list[str] | None = None):
         order = list(range(len(ids)))
         if sort_by_length:
             order.sort(key=lambda i: len(ids[i]))
         self.order = order
         self.ids = [torch.tensor(ids[i], dtype=torch.long) for i in order]
         self.targets = None if targets is None else [targets[i] for i in order]
+        # the raw texts, in the served order: what compare's classical baseline reads
+        self.texts = None if texts is None else [texts[i] for i in order]
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
 
-from tlcore import (ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
+from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
                     atomic_write_text, input_files, missing_class_warnings, predict_probabilities,
                     small_split_warning, write_predictions)
 
@@ -272,10 +272,12 @@ class TextClassification(ClassificationTask):
                 return [tuple(1.0 if c in r.labels else 0.0 for c in class_names) for r in rs]
             return [class_names.index(r.labels[0]) for r in rs]
 
-        train = TokenizedTexts(encoded["train"].ids, targets(parts["train"]))
-        val = TokenizedTexts(encoded["val"].ids, targets(parts["val"]), sort_by_length=True)
-        test = TokenizedTexts(encoded["test"].ids, targets(parts["test"]), sort_by_length=True) \
-            if parts["test"] else None
+        def texts(split: str) -> TokenizedTexts:
+            return TokenizedTexts(encoded[split].ids, targets(parts[split]), sort_by_length=split != "train",
+                                  texts=[r.text for r in parts[split]])
+
+        train, val = texts("train"), texts("val")
+        test = texts("test") if parts["test"] else None
         summary = {
             "source": str(root),
             "files": prepared.files,
@@ -296,6 +298,17 @@ class TextClassification(ClassificationTask):
         return DataBundle(train=train, val=val, test=test, num_outputs=len(class_names),
                           class_names=class_names, collate_fn=PadCollate(tokenizer.pad_token_id), summary=summary,
                           batch_sampler=length_grouped)
+
+    def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
+        """TF-IDF of words and word pairs (sublinear term frequencies), the classic text baseline."""
+        if job.model.multilabel:
+            return None
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        train, evaluated = data.train, getattr(data, split)
+        return ClassicalInputs("logistic regression on TF-IDF of words and word pairs",
+                               TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), train.texts, train.targets,
+                               evaluated.texts, evaluated.targets)
 
     @staticmethod
     def _check_classes(parts: dict[str, list[Record]], class_names: list[str], job: JobSpec, root: Path,

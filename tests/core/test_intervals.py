@@ -176,6 +176,40 @@ def test_compare_table_shows_intervals_and_the_verdict(toy_plugin, tlapp):
     assert "Best on auroc (higher is better)" in out and "95% interval of the paired difference" in out
 
 
+def test_compare_measures_the_classical_baseline_on_the_same_split_and_resamples(toy_plugin, tlapp):
+    code, out, err = tlapp("compare", "--plugin", "toy", "--strategies", "scratch,linear-probe", "--output", "c",
+                           "--epochs", "1")
+    assert code == 0, err
+    report = json.loads(Path("c/comparison.json").read_text())
+    row = report["runs"][-1]
+    assert row["strategy"] == "classical-baseline" and row["description"] == "logistic regression on the raw vectors"
+    saved = json.loads(Path("c/classical-baseline/metrics.json").read_text())
+    assert saved["evaluated_on"] == "test" and saved["metrics"]["accuracy"] == row["metrics"]["accuracy"]
+    # the same resamples as the runs (by site, same seed), so the verdict can pair them
+    baseline = Bootstrap.load(Path("c/classical-baseline") / RESAMPLES_FILE)
+    run = Bootstrap.load(Path("c/scratch") / RESAMPLES_FILE)
+    assert (baseline.units, baseline.unit, baseline.seed) == (run.units, run.unit, run.seed) == (7, "site", 0)
+    assert "| classical-baseline | 1 |" in out
+    assert "Transfer against the classical baseline: " in out
+    against = [c["against"] for c in report["verdict"]["comparisons"]]
+    assert "classical-baseline" in against or report["verdict"]["best"] == "classical-baseline"
+
+
+def test_the_baseline_scores_classes_missing_from_its_training_data():
+    from sklearn.preprocessing import StandardScaler
+
+    from tlcore.baseline import ClassicalInputs, fit_and_score
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, generator=g).numpy()
+    inputs = ClassicalInputs("lr", StandardScaler(), x[:8], [0, 2] * 4, x[8:], [0, 1, 2, 2])
+    probabilities = fit_and_score(inputs, 3, seed=0)
+    assert probabilities.shape == (4, 3) and (probabilities[:, 1] == 0).all()  # class 1 never seen: never scored
+    assert abs(probabilities.sum(1) - 1).max() < 1e-9
+    single = ClassicalInputs("lr", StandardScaler(), x[:3], [0, 1, 1], x[8:], [0, 1, 1, 0])  # one of class 0: no CV
+    assert fit_and_score(single, 2, seed=0).shape == (4, 2)
+
+
 def test_compare_refuses_an_unknown_metric_before_running(toy_plugin, tlapp):
     code, _, err = tlapp("compare", "--plugin", "toy", "--strategies", "scratch", "--output", "c",
                          "--metric", "aucroc")

@@ -296,3 +296,24 @@ def test_train_and_val_only_evaluates_on_val_and_says_so(train_and_val_manifest,
     assert report["splits"]["test"]["patients"] == 1 and report["splits"]["train"]["patients"] == 2
     assert not any(NO_TEST in w for w in report["warnings"])
     assert any(w.startswith("the test split has") for w in report["warnings"])
+
+
+def test_classical_inputs_are_the_frames_of_each_split_in_dataset_order(folders):
+    from tlapp_medical.task import DicomClassification
+
+    data = build(folders, frames="each")
+
+    inputs = DicomClassification().classical_inputs(_job(folders), data, "test")
+    assert inputs.train.shape == (len(data.train), 32 * 32) and inputs.evaluated.shape == (len(data.test), 32 * 32)
+    assert inputs.evaluated_targets == [item.target for item in data.test.items]
+    # the grey level of a frame survives shrinking: the first test frame's mean is the mean of its pixels
+    first = data.test.items[0]
+    assert abs(inputs.evaluated[0].mean() - data.test.load(first.path)[first.frame].mean()) < 1e-5
+
+
+def _job(root: Path):
+    from tlcore.plugins import load_plugins
+    from tlcore.run import resolve_job
+
+    return resolve_job(load_plugins("medical,vision"), plugin="medical", config_file=None,
+                       overrides={"data": {"path": str(root), "image_size": 16}})[1]

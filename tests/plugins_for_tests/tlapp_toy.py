@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from tlcore import (Backbone, ClassificationTask, DataBundle, EpochSeeded, Method, MethodOptions, ParameterGroup,
-                    Section, Strategy, hookimpl, sample_seed, seeded_loader)
+from tlcore import (Backbone, ClassicalInputs, ClassificationTask, DataBundle, EpochSeeded, Method, MethodOptions,
+                    ParameterGroup, Section, Strategy, hookimpl, sample_seed, seeded_loader)
 
 
 class Noisy(EpochSeeded, Dataset):
@@ -86,6 +86,17 @@ class ToyTask(ClassificationTask):
                           test=split(n - third, n), num_outputs=2, class_names=["a", "b"],
                           summary={"samples": n}, groups={"test": [i // 3 for i in range(third)]},
                           group_unit="site")
+
+
+    def classical_inputs(self, job, data, split):
+        from sklearn.preprocessing import StandardScaler
+
+        def rows(dataset):
+            x, y = getattr(dataset, "base", dataset).tensors  # the vectors without Noisy's augmentation
+            return x.numpy(), y.tolist()
+
+        return ClassicalInputs("logistic regression on the raw vectors", StandardScaler(), *rows(data.train),
+                               *rows(getattr(data, split)))
 
 
 EPOCH_ENDS: list[int] = []

@@ -193,3 +193,18 @@ def test_data_check_reports_files_splits_classes_bad_rows_lengths(tmp_path, tlap
                for p in report["problems"])
     assert report["tokens"]["train"]["max"] == 16 and report["truncated"]["train"] == 1
     assert report["max_length"] == 16
+
+
+def test_classical_inputs_are_the_texts_of_each_split_in_served_order(tmp_path):
+    rows = small_corpus(6)
+    for split in ("train", "val", "test"):
+        write_csv(tmp_path / f"{split}.csv", rows)
+    task, job, context = task_job({"path": str(tmp_path)})
+    data = task.build_data(job, context)
+    inputs = task.classical_inputs(job, data, "test")
+    assert "TF-IDF" in inputs.description
+    assert len(inputs.evaluated) == len(data.test) and inputs.evaluated_targets == data.test.targets
+    tokenizer = task.tokenizer(job, context)
+    for i in (0, len(data.test) - 1):  # served shortest first: text i is what the dataset serves at i
+        assert tokenizer(inputs.evaluated[i])["input_ids"] == data.test.ids[i].tolist()
+    assert len(inputs.train) == len(data.train) and inputs.train_targets == data.train.targets
