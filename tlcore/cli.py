@@ -159,7 +159,7 @@ def lr_find(plugin, config_file, sets, steps, start_lr, end_lr, **flags) -> None
 
     from . import lr_find as finder
     from .checkpoint import atomic_write_text
-    from .run import Run, make_context, prepare, resolve_job, train_loader
+    from .run import Run, make_context, prepare, resolve_job, training_budget
     from .device import resolve_precision
     from .strategies import phase_at, plan_phases
 
@@ -176,9 +176,9 @@ def lr_find(plugin, config_file, sets, steps, start_lr, end_lr, **flags) -> None
     run = Run(job=job, task=task, directory=out, context=context, plugins=loaded,
               precision=resolve_precision(job.train.precision, context.device))
     prepared = prepare(run)
-    phase = phase_at(plan_phases(prepared.strategy, prepared.groups, job.train.epochs), 0)[1]
-    result = finder.range_test(prepared.model, task.loss_function(job),
-                               train_loader(prepared.data, job, torch_generator(job.train.seed)), prepared.groups,
+    budget, loader = training_budget(job, prepared.data, torch_generator(job.train.seed))
+    phase = phase_at(plan_phases(prepared.strategy, prepared.groups, budget.epochs), 0)[1]
+    result = finder.range_test(prepared.model, task.loss_function(job), loader, prepared.groups,
                                phase, job.train, run.precision, context.device, start_lr=start_lr, end_lr=end_lr,
                                steps=steps)
     atomic_write_text(out / "lr_find.json", json.dumps({"strategy": prepared.strategy.name, **result.as_dict()},

@@ -11,7 +11,7 @@ import difflib
 import math
 import types
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
@@ -70,8 +70,20 @@ class EarlyStoppingSpec(Section):
 
 
 class TrainSpec(Section):
-    epochs: int = Field(5, ge=1)
+    epochs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        5, description="passes over the training set; auto: enough for train.min_steps optimizer steps, "
+                       "within [train.min_epochs, train.max_epochs] (metrics.json `budget` records the number)")
+    min_steps: int = Field(300, ge=1, description="with epochs auto: the optimizer steps to take at least, "
+                                                  "rounded up to whole epochs")
+    min_epochs: int = Field(1, ge=1, description="with epochs auto: the fewest epochs")
+    max_epochs: int = Field(50, ge=1, description="with epochs auto: the most epochs")
     batch_size: int = Field(16, ge=1)
+    min_batches: int | None = Field(None, ge=1, description="a training set smaller than this many batches trains "
+                                                            "at batch size samples // min_batches (at least 1), so "
+                                                            "an epoch still has that many steps; null: batch_size "
+                                                            "always. A batch size the user gives (--batch-size, "
+                                                            "--set, config file) is exact unless min_batches is "
+                                                            "given too")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -89,6 +101,30 @@ class TrainSpec(Section):
     num_workers: int = Field(0, ge=0)
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; null: torch's default")
     feature_cache: bool = Field(True, description="head-only phases without augmentation train on cached features")
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _whole_number_or_auto(cls, value: Any) -> Any:
+        """One clear message for every wrong value (the union would report a problem per member)."""
+        if isinstance(value, bool):
+            raise PydanticCustomError("bool_not_number", "a boolean is not a number")
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or value < 1:
+            raise PydanticCustomError("epochs", "expected a whole number of epochs (1 or more) or 'auto'")
+        return value
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        least = info.data.get("min_epochs")
+        if least is not None and value < least:
+            raise PydanticCustomError("max_below_min", "below train.min_epochs ({least})", {"least": least})
+        return value
 
 
 class EvaluationSpec(Section):

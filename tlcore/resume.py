@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import checkpoint, config as cfg
+from .budget import recorded_budget
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,8 +50,9 @@ def resume_checkpoint(run_dir: Path, job: cfg.JobSpec) -> dict[str, Any]:
 
     Resuming continues the same job: the job resolved for the resume (the run's config.yaml, flags,
     ``--set``) must equal the one stored in the checkpoint, but for ``output`` (where the run lives now)
-    and ``train.epochs``, which may grow. Any other change would train something else under the run's
-    name, or crash on state that does not fit it. ``resumed["job"]`` is the run's job as stored.
+    and ``train.epochs``, which may grow (a run of ``auto`` epochs counts the epochs it resolved to, recorded
+    in the checkpoint). Any other change would train something else under the run's name, or crash on state
+    that does not fit it. ``resumed["job"]`` is the run's job as stored.
     """
     path = run_dir / "checkpoints" / "last.pt"
     resumed = checkpoint.load(path, what="checkpoint", fix=_DAMAGED)
@@ -63,7 +65,8 @@ def resume_checkpoint(run_dir: Path, job: cfg.JobSpec) -> dict[str, Any]:
         config = run_dir / "config.yaml"
         stored, source = cfg.read_yaml(config) if config.exists() else job.model_dump(mode="json"), str(config)
     stored = _normalised(type(job), stored)
-    _refuse_changes(stored, job, source, run_dir)
+    recorded = recorded_budget(resumed)
+    _refuse_changes(stored, job, source, run_dir, recorded["epochs"] if recorded is not None else None)
     resumed["job"] = stored
     return resumed
 
@@ -80,15 +83,31 @@ def _normalised(spec_cls: type[cfg.JobSpec], raw: dict[str, Any]) -> dict[str, A
 # (The loaders' randomness comes from per-sample seeds, so the number of workers does not change a batch.)
 # ``evaluation`` only shapes the report made after training.
 MAY_CHANGE = ("output", "train.device", "train.num_workers", "train.num_threads", "evaluation")
+# What only ``train.epochs: auto`` reads: no change to a run of a whole number of epochs.
+AUTO_EPOCHS_ONLY = ("train.min_steps", "train.min_epochs", "train.max_epochs")
 
 
-def _refuse_changes(stored: dict[str, Any], job: cfg.JobSpec, source: str, run_dir: Path) -> None:
-    changes = [c for c in _differences(stored, job.model_dump(mode="json"))
+def _refuse_changes(stored: dict[str, Any], job: cfg.JobSpec, source: str, run_dir: Path,
+                    planned: int | None = None) -> None:
+    """Refuse every change but those in MAY_CHANGE and more epochs. ``planned``: the epochs the run's budget
+    resolved to (recorded in its checkpoint), what a stored ``auto`` stands for."""
+    new = job.model_dump(mode="json")
+    changes = [c for c in _differences(stored, new)
                if not any(c[0] == key or c[0].startswith(key + ".") for key in MAY_CHANGE)]
-    refused = [c for c in changes if not (c[0] == "train.epochs" and isinstance(c[1], int)
-                                          and isinstance(c[2], int) and c[2] > c[1])]
+    train = stored.get("train")
+    before = train.get("epochs") if isinstance(train, dict) else None
+    before = planned if before == "auto" and planned is not None else before
+    whole = isinstance(before, int) and isinstance(new["train"]["epochs"], int)
+
+    def allowed(key: str, value: Any) -> bool:
+        if key == "train.epochs":
+            return whole and value >= before
+        return whole and key in AUTO_EPOCHS_ONLY
+
+    refused = [c for c in changes if not allowed(c[0], c[2])]
     if refused:
-        listing = "; ".join(f"{key}: {_shown(old)} -> {_shown(new)}" for key, old, new in refused)
+        listing = "; ".join(f"{key}: {_shown(old)}{_planned(key, old, planned)} -> {_shown(value)}"
+                            for key, old, value in refused)
         raise ConfigError(
             f"--resume continues the run's own job, but this command changes {len(refused)} setting(s): {listing}",
             where=f"{source} against this command's flags, --set, --config and the run's config.yaml",
@@ -110,6 +129,10 @@ def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]
 
 def _shown(value: Any) -> str:
     return "(unset)" if value is _UNSET else json.dumps(value)
+
+
+def _planned(key: str, old: Any, planned: int | None) -> str:
+    return f" (resolved to {planned})" if key == "train.epochs" and old == "auto" and planned is not None else ""
 
 
 def record_resumed_job(run: Run) -> None:

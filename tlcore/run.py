@@ -1,8 +1,9 @@
 """One training run, from job spec to ``metrics.json``: the sequence ``tlapp run`` follows.
 
 resolve the job -> prepare the run directory -> build data and model -> transfer
-weights -> for each strategy phase: apply, verify, train epochs (checkpointing)
--> evaluate the best weights -> write metrics.
+weights -> size the budget (epochs, batch size) to the training set -> for each
+strategy phase: apply, verify, train epochs (checkpointing) -> evaluate the best
+weights -> write metrics.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from . import checkpoint, config as cfg
 from .augmentation import check_augment_options
+from .budget import Budget, plan_budget, recorded_budget, resumed_budget
 from .directories import kind_of, mark, prepare_output
 from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
@@ -108,6 +110,10 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     user: dict[str, Any] = cfg.merge(base or {}, cfg.read_yaml(config_file) if config_file else {})
     user = cfg.merge(user, overrides)
     user = cfg.merge(user, cfg.parse_set(list(sets)))
+    given = user.get("train")
+    if isinstance(given, dict) and "batch_size" in given and "min_batches" not in given:
+        # A batch size the user chose is the batch size; train.min_batches only lowers the recipe's.
+        user = cfg.merge(user, {"train": {"min_batches": None}})
     plugin = plugin or user.get("plugin")
     if not plugin:
         raise ConfigError("no plugin given", fix="pass --plugin NAME or set `plugin:` in the config file")
@@ -389,14 +395,33 @@ def warn_small_splits(data: DataBundle, job: cfg.JobSpec) -> None:
             data.summary.setdefault("warnings", []).append(warning)
 
 
-def train_loader(data: DataBundle, job: cfg.JobSpec, generator: torch.Generator) -> DataLoader:
-    """The shuffled training loader; all its randomness comes from ``generator``, reseeded every epoch."""
+def train_loader(data: DataBundle, job: cfg.JobSpec, generator: torch.Generator,
+                 batch_size: int | None = None) -> DataLoader:
+    """The shuffled training loader (at ``batch_size``, default ``train.batch_size``); all its randomness
+    comes from ``generator``, reseeded every epoch."""
+    size = batch_size or job.train.batch_size
     if data.batch_sampler is not None:
-        return DataLoader(data.train, batch_sampler=data.batch_sampler(data.train, job.train.batch_size, generator),
+        return DataLoader(data.train, batch_sampler=data.batch_sampler(data.train, size, generator),
                           collate_fn=data.collate_fn, num_workers=job.train.num_workers, generator=generator)
-    return DataLoader(data.train, batch_size=job.train.batch_size, collate_fn=data.collate_fn,
+    return DataLoader(data.train, batch_size=size, collate_fn=data.collate_fn,
                       sampler=RandomSampler(cast(Sized, data.train), generator=generator),
                       num_workers=job.train.num_workers, generator=generator)
+
+
+def training_budget(job: cfg.JobSpec, data: DataBundle, generator: torch.Generator,
+                    resumed: dict[str, Any] | None = None) -> tuple[Budget, DataLoader]:
+    """Epochs and batch size for this training set (see ``tlcore.budget``), and the training loader at that
+    batch size. A resumed run keeps the budget its checkpoint recorded."""
+    samples = len(cast(Sized, data.train))
+    recorded = recorded_budget(resumed)
+    if recorded is not None:
+        budget = resumed_budget(job.train, recorded)
+        if samples != budget.train_samples:
+            log.warning("the training set has %d samples, the run was planned for %d: it continues with the "
+                        "budget it recorded", samples, budget.train_samples)
+    else:
+        budget = plan_budget(job.train, samples, lambda size: len(train_loader(data, job, generator, size)))
+    return budget, train_loader(data, job, generator, budget.batch_size)
 
 
 def build_method(run: Run, model: nn.Module) -> Method:
@@ -437,6 +462,7 @@ class Loop:
     generator: torch.Generator  # all the training loader's randomness, reseeded every epoch
     batches: DataLoader
     val_batches: DataLoader
+    budget: Budget  # epochs and training batch size, resolved for the data
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     started: float = field(default_factory=time.perf_counter)  # when this session began
@@ -462,7 +488,7 @@ def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
     loop = start(run, prepared, strategy, choice, resumed)
     loop.started = started
     run.plugins.hook.on_run_start(run=run)
-    phases = [] if _stopped_early(loop) else plan_phases(strategy, loop.groups, run.job.train.epochs)
+    phases = [] if _stopped_early(loop) else plan_phases(strategy, loop.groups, loop.budget.epochs)
     for index, phase in enumerate(phases):
         if phase.end <= loop.state.epoch:
             continue  # finished before an interruption
@@ -491,23 +517,25 @@ def start(run: Run, prepared: Prepared, strategy: Strategy, choice: dict[str, An
     method = build_method(run, model)
     groups = prepared.groups + method.parameter_groups()
     check_groups(model, groups)
+    generator = torch.Generator()
+    budget, batches = training_budget(job, data, generator, resumed)
+    log.info("budget: %s", budget.summary())
     run.metrics = {
         "plugin": job.plugin, "task": run.task.name, "status": "running",
         "strategy": strategy.name, "strategy_options": strategy.options.model_dump(),
         "method": {"name": method.name, "options": method.options.model_dump()},
         "init": prepared.init_report.as_dict(), "device": str(run.context.device), "precision": run.precision.name,
-        "seed": job.train.seed, "epochs": 0, "monitor": job.train.monitor,
+        "seed": job.train.seed, "epochs": 0, "budget": budget.as_dict(), "monitor": job.train.monitor,
         "data": data.summary, "class_names": data.class_names, "phases": [], "history": [],
         **({"strategy_choice": choice} if choice is not None else {}),
     }
     features = FeatureCache(model, {"train": data.train, "val": data.val}, job.train.batch_size, data.collate_fn,
                             job.train.num_workers, run.precision, run.context.device)
     scaler = torch.amp.GradScaler(run.context.device.type) if run.precision.needs_scaler else None
-    generator = torch.Generator()
     val_batches = DataLoader(data.val, batch_size=job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
                              num_workers=job.train.num_workers)
-    loop = Loop(run, model, method, groups, LoopState(), resumed, scaler, features, generator,
-                train_loader(data, job, generator), val_batches)
+    loop = Loop(run, model, method, groups, LoopState(), resumed, scaler, features, generator, batches, val_batches,
+                budget)
     if resumed is not None:
         # First, so that a failure below leaves metrics.json with the run's history.
         run.metrics = resumed_metrics(run.directory, resumed["metrics"])
@@ -521,10 +549,12 @@ def start(run: Run, prepared: Prepared, strategy: Strategy, choice: dict[str, An
         method.load_state_dict(resumed.get("method", {}))
         loop.state = LoopState(**resumed["loop"])
         loop.earlier_seconds = float(run.metrics.get("wall_seconds", 0.0))
-        epochs_before = resumed["job"]["train"]["epochs"]
-        if epochs_before != job.train.epochs:
+        recorded = recorded_budget(resumed)
+        epochs_before = recorded["epochs"] if recorded is not None else resumed["job"]["train"]["epochs"]
+        if epochs_before != budget.epochs:
             loop.phases_before = plan_phases(strategy, groups, epochs_before)
-            log.info("resuming with train.epochs %d instead of %d", job.train.epochs, epochs_before)
+            log.info("resuming with %d epochs instead of %d", budget.epochs, epochs_before)
+        run.metrics["budget"] = budget.as_dict()
         log.info("resuming after epoch %d", loop.state.epoch)
     return loop
 
@@ -567,8 +597,8 @@ def _restore_phase(loop: Loop, index: int, phase: Phase, resumed: dict[str, Any]
         log.info("phase %d now ends after epoch %d: its schedule continues as planned for that length",
                  index, phase.end)
     else:
-        log.warning("with train.epochs %d the strategy plans phase %d differently; it starts with a fresh "
-                    "optimizer", loop.job.train.epochs, index)
+        log.warning("with %d epochs the strategy plans phase %d differently; it starts with a fresh "
+                    "optimizer", loop.budget.epochs, index)
         return
     if loop.scaler is not None and resumed.get("scaler"):
         loop.scaler.load_state_dict(resumed["scaler"])
@@ -617,7 +647,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
     if use_cache:
         cached = loop.features.get()
         stepped: nn.Module = HeadOnly(cast(BackboneHeadModel, model))
-        batches = DataLoader(cached["train"], batch_size=job.train.batch_size,
+        batches = DataLoader(cached["train"], batch_size=loop.budget.batch_size,
                              sampler=RandomSampler(cached["train"], generator=loop.generator), generator=loop.generator)
         val_batches = DataLoader(cached["val"], batch_size=job.train.batch_size)
     else:
@@ -627,7 +657,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
                             optimizer, loop.scheduler, loop.scaler, run.precision, run.context.device,
                             grad_accum=job.train.grad_accum, clip_grad_norm=job.train.clip_grad_norm,
                             channels_last=job.train.channels_last, on_step=loop.method.on_step,
-                            description=f"epoch {epoch + 1}/{job.train.epochs}")
+                            description=f"epoch {epoch + 1}/{loop.budget.epochs}")
     stats["feature_cache"] = use_cache
     val = evaluate(stepped, run.task.evaluator(job, data, run.context), val_batches, run.precision,
                    run.context.device, job.train.channels_last)
@@ -648,7 +678,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
     run.metrics["best_epoch"] = state.best_epoch
     save_last(loop, epoch + 1, monitored)
     run.write_metrics()
-    log.info("epoch %d/%d: train_loss %.4f, val %s %.4g, %.1f samples/s%s", epoch + 1, job.train.epochs,
+    log.info("epoch %d/%d: train_loss %.4f, val %s %.4g, %.1f samples/s%s", epoch + 1, loop.budget.epochs,
              stats["train_loss"], job.train.monitor, monitored, stats["samples_per_second"],
              " (best)" if improved else "")
     run.plugins.hook.on_epoch_end(run=run, epoch=epoch + 1, logs=logs)
@@ -669,7 +699,7 @@ def save_last(loop: Loop, epoch: int, monitored: Any) -> None:
         "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
         "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
         "method": loop.method.state_dict(), "loop": asdict(loop.state), "rng": checkpoint.rng_state(),
-        "metrics": loop.run.metrics, "job": loop.job.model_dump(mode="json"),
+        "metrics": loop.run.metrics, "job": loop.job.model_dump(mode="json"), "budget": loop.budget.as_dict(),
     })
 
 

@@ -47,7 +47,7 @@ def test_compare_writes_table_and_plot_per_strategy(toy_plugin, tlapp):
                            "--output", "cmp", "--epochs", "2")
     assert code == 0, err
     report = json.loads(Path("cmp/comparison.json").read_text())
-    assert [r["strategy"] for r in report["runs"]] == ["scratch", "linear-probe", "auto"]
+    assert [r["strategy"] for r in report["runs"]] == ["scratch", "linear-probe", "auto", "classical-baseline"]
     summary = report["summary"]
     for strategy in ("scratch", "linear-probe", "auto"):
         assert {"accuracy", "f1_macro", "wall_seconds", "samples_per_second"} <= set(summary[strategy]["metrics"])

@@ -79,7 +79,7 @@ def test_what_a_package_imports_comes_with_the_core_or_its_plugins_extra(package
 def test_core_dependencies_are_minimal_and_every_plugin_has_its_extra():
     core = {_name(r)[0] for r in PROJECT["project"]["dependencies"]}
     assert core == {"torch", "torchvision", "timm", "pluggy", "click", "pydantic", "pyyaml", "rich", "torchmetrics",
-                    "numpy", "matplotlib"}
+                    "numpy", "matplotlib", "scikit-learn"}  # scikit-learn: compare's classical baseline
     for module, plugin in HEAVY.items():
         assert module not in core and module in {_name(r)[0] for r in EXTRAS[plugin]}, (module, plugin)
     # the default recipes' weights: EfficientNet-Lite0 for medical and driving, MiniLM for text
