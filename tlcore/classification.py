@@ -143,6 +143,7 @@ class ClassificationEvaluator(Evaluator):
         self.probs: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
         self.losses: list[torch.Tensor] = []
+        self._joined: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # the three, concatenated
 
     def update(self, model: nn.Module, batch: Any) -> None:
         inputs, target = batch
@@ -150,6 +151,7 @@ class ClassificationEvaluator(Evaluator):
         self.losses.append(classification_loss_from_logits(logits, target, self.multilabel, per_sample=True).cpu())
         self.probs.append((torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)).cpu())
         self.targets.append(target.cpu().long())
+        self._joined = None
 
     def compute(self) -> dict[str, Any]:
         return self._metrics(None)
@@ -158,8 +160,10 @@ class ClassificationEvaluator(Evaluator):
         return self._metrics(torch.as_tensor(list(indices), dtype=torch.long))
 
     def _metrics(self, indices: torch.Tensor | None) -> dict[str, Any]:
-        probs, targets, losses = (torch.cat(kept) if kept else torch.empty(0)
-                                  for kept in (self.probs, self.targets, self.losses))
+        if self._joined is None:  # once per split, not once per bootstrap resample
+            self._joined = cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple(
+                torch.cat(kept) if kept else torch.empty(0) for kept in (self.probs, self.targets, self.losses)))
+        probs, targets, losses = self._joined
         if indices is not None:
             probs, targets, losses = probs[indices], targets[indices], losses[indices]
         out: dict[str, Any] = {"loss": float(losses.mean()) if len(losses) else 0.0}

@@ -240,7 +240,7 @@ def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
         raise DataError(f"classes of the data {bundle.class_names} differ from the run's {class_names}",
                         where=data or run_dir, fix="evaluate on data labelled with the run's classes")
     split, metrics, _ = evaluate_final(task, job, bundle, model, context, precision)
-    samples = len(bundle.test if split == "test" else bundle.val)
+    samples = len(bundle.evaluation_split()[1])
     result = {"run": str(run_dir), "data": data or f"{split} split of the run", "samples": samples,
               "metrics": metrics}
     text = json.dumps(result, indent=2)

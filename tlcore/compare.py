@@ -22,7 +22,8 @@ from .errors import ConfigError
 from .baseline import NAME, classical_baseline
 from .intervals import RESAMPLES_FILE, Bootstrap, shown
 from .plugins import Plugins
-from .run import execute, log, make_context, resolve_job
+from .run import execute, log, resolve_job
+from .task import Context, DataBundle, Task
 
 
 def plan(plugins: Plugins, *, plugin: str, strategies: list[str], folds: int | None, config_file: str | None,
@@ -51,23 +52,18 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric
                           fix=f"choose one of: {', '.join(declared)}")
     protected = [getattr(job.data, "path", None) for *_, job in jobs] + [Path.cwd()]
     prepare_output(output, "comparison", overwrite=overwrite, protected=protected)
-    runs, resamples = [], []
+    runs, resamples, first_strategy = [], [], []
     for strategy, fold, task, job in jobs:
         result = execute(plugins, task, job)
         m = result.metrics
         history = m["history"]
-        runs.append({
-            "strategy": strategy, "fold": fold, "directory": str(result.directory),
-            "chosen": m.get("strategy_choice", {}).get("chosen"),
-            "evaluated_on": m.get("evaluated_on"),
-            "metrics": {k: v for k, v in m["metrics"].items() if _scalar(v)},
-            "intervals": {k[:-3]: v for k, v in m["metrics"].items() if k.endswith("_ci") and isinstance(v, list)},
-            "wall_seconds": m["wall_seconds"],
-            "samples_per_second": statistics.fmean(h["samples_per_second"] for h in history) if history else None,
-        })
+        runs.append(_row(strategy, fold, result.directory, m["metrics"], m["wall_seconds"],
+                         statistics.fmean(h["samples_per_second"] for h in history) if history else None,
+                         chosen=m.get("strategy_choice", {}).get("chosen"), evaluated_on=m.get("evaluated_on")))
         resamples.append(Bootstrap.load(result.directory / RESAMPLES_FILE))
-    for run, boot in baselines(plugins, [(fold, task, job) for strategy, fold, task, job in jobs
-                                         if strategy == jobs[0][0]], output):
+        if strategy == jobs[0][0]:  # the baseline reads the data these built (not their models: let them go)
+            first_strategy.append((fold, task, job, result.built_data, result.context))
+    for run, boot in baselines(first_strategy, output):
         runs.append(run)
         resamples.append(boot)
     summary = summarise(runs)
@@ -81,13 +77,14 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric
     return report
 
 
-def baselines(plugins: Plugins, jobs, output: Path) -> list[tuple[dict[str, Any], Bootstrap | None]]:
-    """The classical baseline on each fold's splits (those of the first strategy's jobs), as compare rows;
-    none when the task offers no baseline. Its metrics and resamples go into ``classical-baseline/``."""
+def baselines(built: list[tuple[int | None, Task, cfg.JobSpec, DataBundle, Context]],
+              output: Path) -> list[tuple[dict[str, Any], Bootstrap | None]]:
+    """The classical baseline on each fold's splits, read from the data the first strategy's runs built, as
+    compare rows; none when the task offers no baseline. Its metrics and resamples go into
+    ``classical-baseline/``."""
     rows = []
-    for fold, task, job in jobs:
-        context = make_context(plugins, job)  # no run directory: the data is read, nothing written there
-        result = classical_baseline(task, job, task.build_data(job, context), context)
+    for fold, task, job, data, context in built:
+        result = classical_baseline(task, job, data, context)
         if result is None:
             log.info("task %r offers no classical baseline for this job", task.name)
             return []
@@ -98,13 +95,18 @@ def baselines(plugins: Plugins, jobs, output: Path) -> list[tuple[dict[str, Any]
             boot.save(folder / RESAMPLES_FILE)
         atomic_write_text(folder / "metrics.json", json.dumps(result, indent=2) + "\n")
         log.info("%s (%s): %s", NAME, result["description"], shown(result["metrics"]))
-        final = result["metrics"]
-        rows.append(({"strategy": NAME, "fold": fold, "directory": str(folder), "chosen": None,
-                      "description": result["description"], "evaluated_on": result["evaluated_on"],
-                      "metrics": {k: v for k, v in final.items() if _scalar(v)},
-                      "intervals": {k[:-3]: v for k, v in final.items() if k.endswith("_ci") and isinstance(v, list)},
-                      "wall_seconds": result["wall_seconds"], "samples_per_second": None}, boot))
+        rows.append((_row(NAME, fold, folder, result["metrics"], result["wall_seconds"], None, chosen=None,
+                          evaluated_on=result["evaluated_on"], description=result["description"]), boot))
     return rows
+
+
+def _row(strategy: str, fold: int | None, directory: Path, final: dict[str, Any], wall_seconds: float,
+         samples_per_second: float | None, **about: Any) -> dict[str, Any]:
+    """One row of the comparison: a run's (or the baseline's) scalar final metrics and their intervals."""
+    return {"strategy": strategy, "fold": fold, "directory": str(directory), **about,
+            "metrics": {k: v for k, v in final.items() if _scalar(v)},
+            "intervals": {k[:-3]: v for k, v in final.items() if k.endswith("_ci") and isinstance(v, list)},
+            "wall_seconds": wall_seconds, "samples_per_second": samples_per_second}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

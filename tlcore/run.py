@@ -726,7 +726,7 @@ def evaluate_final(task: Task, job: cfg.JobSpec, data: DataBundle, model: nn.Mod
                    precision: Precision) -> tuple[str, dict[str, Any], Bootstrap | None]:
     """The metrics of the test split (the validation split when there is none) with their bootstrap
     intervals: which split, the metrics, and the resamples behind the intervals."""
-    split, dataset = ("test", data.test) if data.test is not None and len(cast(Sized, data.test)) else ("val", data.val)
+    split, dataset = data.evaluation_split()
     loader = DataLoader(dataset, batch_size=job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
                         num_workers=job.train.num_workers)
     evaluator = task.evaluator(job, data, context)

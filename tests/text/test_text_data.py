@@ -35,12 +35,17 @@ def test_csv_tsv_and_jsonl_give_the_same_rows_with_their_lines(tmp_path):
     assert got["text-csv"] == got["text-tsv"] == got["text-jsonl"] == [(t, [lb]) for t, lb in ROWS]
 
 
-def test_folder_of_split_files(tmp_path):
+def split_files(root: Path):
+    """A folder of train, val and test CSVs of the same small corpus, read: (task, job, context, data)."""
     rows = small_corpus(6)
     for split in ("train", "val", "test"):
-        write_csv(tmp_path / f"{split}.csv", rows)
-    task, job, context = task_job({"path": str(tmp_path)})
-    data = task.build_data(job, context)
+        write_csv(root / f"{split}.csv", rows)
+    task, job, context = task_job({"path": str(root)})
+    return task, job, context, task.build_data(job, context)
+
+
+def test_folder_of_split_files(tmp_path):
+    _, _, _, data = split_files(tmp_path)
     assert data.summary["split_source"] == "files"
     assert data.summary["rows"] == {"train": 18, "val": 18, "test": 18}
     assert data.class_names == ["account", "billing", "shipping"]
@@ -196,11 +201,7 @@ def test_data_check_reports_files_splits_classes_bad_rows_lengths(tmp_path, tlap
 
 
 def test_classical_inputs_are_the_texts_of_each_split_in_served_order(tmp_path):
-    rows = small_corpus(6)
-    for split in ("train", "val", "test"):
-        write_csv(tmp_path / f"{split}.csv", rows)
-    task, job, context = task_job({"path": str(tmp_path)})
-    data = task.build_data(job, context)
+    task, job, context, data = split_files(tmp_path)
     inputs = task.classical_inputs(job, data, "test")
     assert "TF-IDF" in inputs.description
     assert len(inputs.evaluated) == len(data.test) and inputs.evaluated_targets == data.test.targets
