@@ -1,38 +1,44 @@
-"""``--strategy auto``: measure the target data and how well the transferred features already
-separate its classes, then pick a fixed strategy and record why.
+"""``--strategy auto``: race the candidate strategies on the user's data, then train the winner fully.
 
-The rules follow the transfer-learning rule of thumb (Yosinski et al. 2014; Kornblith et al. 2019):
-little data and features that already fit -> train the head only; features that fit fairly well ->
-head first, then everything gently; features that fit poorly (a distant domain) -> fine-tune
-everything with discriminative rates; nothing transferred -> train from scratch.
+The race (``tlcore.race``) trains each candidate for a share of the run's epochs with successive halving and
+scores it on held-out data; ``metrics.json`` records every candidate's score and cost under
+``strategy_choice.race``. After the full run, auto checks the winner against the linear probe's race score
+and says so in the log and in ``metrics.json`` when the full run ended below it. A model with no transferred
+weights has nothing to keep, so it trains from scratch without a race.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
+import difflib
+import logging
+from typing import Any, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from .features import extract_features
+from .engine import is_improvement
+from .errors import ConfigError
 from .strategies import Strategy, StrategyOptions
-from .task import uses_feature_cache
+
+log = logging.getLogger("tlapp")
 
 
 class AutoOptions(StrategyOptions):
-    probe_steps: int = Field(100, ge=10, description="L-BFGS steps of the quick linear probe")
-    few_per_class: int = Field(20, ge=1, description="below this many training samples in the rarest class, "
-                                                     "the data counts as small")
-    good_probe: float = Field(0.8, gt=0, le=1, description="probe gain over the majority baseline that counts "
-                                                           "as features already fitting the task")
-    fair_probe: float = Field(0.5, gt=0, le=1)
+    candidates: list[str] = Field(["linear-probe", "freeze-unfreeze", "finetune"], min_length=1,
+                                  description="strategies the race tries, cheapest first: ties go to the earlier")
+    race_fraction: float = Field(0.25, gt=0, le=1, description="share of the run's epochs the race's finalists "
+                                                              "train; the others stop at half of it")
+    race_on: Literal["auto", "val", "folds"] = Field("auto", description="score on the validation split, on "
+                                                                        "k folds of the training data, or on "
+                                                                        "folds only when validation is small")
+    folds: int = Field(3, ge=2, le=10, description="k of the k-fold race")
+    metric: str | None = Field(None, description="validation metric the race ranks by, read at each candidate's "
+                                                 "best train.monitor epoch; default: the task's headline metric "
+                                                 "(train.monitor unless it is the loss, else the first declared)")
 
 
 class Auto(Strategy):
     name = "auto"
-    description = "measure data size and a quick linear probe, then pick a strategy (recorded in metrics.json)"
+    description = "race linear-probe, freeze-unfreeze and finetune briefly on held-out data, train the winner"
     Options = AutoOptions
     options: AutoOptions
 
@@ -40,83 +46,61 @@ class Auto(Strategy):
         raise RuntimeError("the auto strategy must choose before it has phases")
 
     def choose(self, run, prepared, recorded: dict[str, Any] | None) -> tuple[Strategy, dict[str, Any]]:
-        registry = run.context.registry
         if recorded is not None:  # a resumed run keeps the choice it made
-            cls = registry.strategies[recorded["chosen"]]
+            cls = run.context.registry.strategies[recorded["chosen"]]
             return cls(cls.Options.model_validate(recorded["options"])), recorded
-        measured = self.measure(run, prepared)
-        chosen, reason = self.decide(measured)
-        cls = registry.strategies[chosen]
-        strategy = cls(cls.Options(train_bn=self.options.train_bn))
-        choice = {"chosen": chosen, "reason": reason, "measured": measured,
-                  "options": strategy.options.model_dump()}
-        run.context.log.info("auto strategy: %s (%s)", chosen, reason)
+        if prepared.init_report.loaded == 0:
+            strategy = self._candidate(run, "scratch")
+            reason = "no pretrained tensors were transferred (init none), so there is nothing to keep"
+            record: dict[str, Any] = {}
+        else:
+            from .race import race  # the race drives the run's training loop, which imports the strategies
+
+            candidates = [self._candidate(run, name) for name in self.options.candidates]
+            record = race(run, prepared, candidates, fraction=self.options.race_fraction, folds=self.options.folds,
+                          race_on=self.options.race_on, metric=self.options.metric)
+            strategy = next(c for c in candidates if c.name == record["winner"])
+            reason = (f"best {record['metric']} on {record['scored_on']} in a race of "
+                      f"{len(record['candidates'])} strategies")
+        choice = {"chosen": strategy.name, "reason": reason, "options": strategy.options.model_dump(),
+                  **({"race": record} if record else {})}
+        log.info("auto strategy: %s (%s)", strategy.name, reason)
         return strategy, choice
 
-    def measure(self, run, prepared) -> dict[str, Any]:
-        data, model, job = prepared.data, prepared.model, run.job
-        measured: dict[str, Any] = {"train_samples": len(data.train), "classes": data.num_outputs,
-                                    "transferred_tensors": prepared.init_report.loaded}
-        if not uses_feature_cache(model):
-            return measured
-        args = (job.train.batch_size, data.collate_fn, job.train.num_workers, run.precision, run.context.device)
-        train = extract_features(model, data.train, *args)
-        val = extract_features(model, data.val, *args)
-        x, y = train.tensors
-        if y.dim() == 1:
-            counts = Counter(y.tolist())
-            measured["rarest_class_samples"] = min(counts.get(c, 0) for c in range(data.num_outputs))
-            majority = max(counts.values()) / len(y)
-            vx, vy = val.tensors
-            accuracy = _probe_accuracy(x, y, vx, vy, data.num_outputs, self.options.probe_steps)
-            measured.update(probe_accuracy=accuracy, majority_baseline=majority,
-                            probe_gain=(accuracy - majority) / max(1e-9, 1 - majority))
-        return measured
+    def check(self, registry) -> None:
+        racers = [s for s in registry.strategies if s != self.name]
+        for name in self.options.candidates:
+            if name not in racers:
+                close = difflib.get_close_matches(name, racers, n=1)
+                raise ConfigError(f"strategy.candidates names {name!r}, which is not a strategy auto can race",
+                                  where="strategy.candidates",
+                                  fix=(f"did you mean {close[0]!r}? " if close else "") + f"choose from: "
+                                      f"{', '.join(racers)}")
 
-    def decide(self, m: dict[str, Any]) -> tuple[str, str]:
-        o = self.options
-        if m["transferred_tensors"] == 0:
-            return "scratch", "no pretrained tensors were transferred (init none), so there is nothing to keep"
-        if "probe_gain" not in m:
-            return "freeze-unfreeze", "no linear probe possible for this model; head first, then everything"
-        gain, rare = m["probe_gain"], m["rarest_class_samples"]
-        if rare < o.few_per_class and gain >= o.fair_probe:
-            return "linear-probe", (f"rarest class has {rare} < {o.few_per_class} samples and a linear probe on "
-                                    f"the transferred features already gains {gain:.2f} over the majority baseline")
-        if gain >= o.good_probe:
-            return "freeze-unfreeze", (f"transferred features fit well (probe gain {gain:.2f} >= {o.good_probe}): "
-                                       "train the head, then adapt everything gently")
-        return "finetune", (f"transferred features fit the target only partly (probe gain {gain:.2f} < "
-                            f"{o.good_probe}): adapt every layer with discriminative rates")
+    def _candidate(self, run, name: str) -> Strategy:
+        """A candidate with the recipe's options when the recipe names that strategy, else its defaults."""
+        cls = run.context.registry.strategies[name]
+        recipe = dict(run.task.recipe.get("strategy") or {})
+        options = {k: v for k, v in recipe.items() if k != "name"} if recipe.get("name") == name else {}
+        return cls.from_spec({**options, "train_bn": self.options.train_bn})
 
-
-def _probe_accuracy(x: torch.Tensor, y: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, classes: int,
-                    steps: int) -> float:
-    """Multinomial logistic regression on standardised features (L-BFGS), accuracy on the held-out split.
-
-    Runs on a forked RNG, so that choosing does not change the random draws of the training that follows.
-    """
-    with torch.random.fork_rng(devices=[]):
-        return _fit_probe(x, y, vx, vy, classes, steps)
-
-
-def _fit_probe(x: torch.Tensor, y: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, classes: int,
-               steps: int) -> float:
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x, vx = (x - mean) / std, (vx - mean) / std
-    generator = torch.Generator().manual_seed(0)
-    layer = nn.Linear(x.shape[1], classes)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.01)
-        layer.bias.zero_()
-    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(layer(x), y) + 1e-3 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return float((layer(vx).argmax(1) == vy).float().mean())
+    def review(self, run, choice: dict[str, Any] | None) -> None:
+        """The race's cost as a share of the whole run, and whether the full run ended below the linear probe."""
+        race = (choice or {}).get("race")
+        if not race:
+            return
+        total = run.metrics.get("wall_seconds")
+        if total:
+            race["share_of_run_seconds"] = round(race["seconds"] / total, 3)
+        probe = next((c for c in race["candidates"] if c["strategy"] == "linear-probe"), None)
+        kept = run.metrics.get("best_epoch")
+        history = run.metrics.get("history", [])
+        value = history[kept - 1]["val"].get(race["metric"]) if kept and kept <= len(history) else None
+        if probe is None or probe["score"] is None or value is None or race["folds"] or choice is None \
+                or choice["chosen"] == "linear-probe":
+            return  # folds scored other data than the run's validation split: nothing to set side by side
+        if is_improvement(probe["score"], value, race["mode"]):
+            choice["below_linear_probe"] = {"run": value, "linear_probe_in_race": probe["score"]}
+            log.warning("auto: the full %s run's validation %s at its kept epoch (%.4g) is worse than the linear "
+                        "probe reached in the race (%.4g); on this data `--strategy linear-probe` is likely the "
+                        "better choice", choice["chosen"], race["metric"], value, probe["score"])

@@ -138,15 +138,24 @@ def ranking_metric(task, job, asked: str | None, runs: list[dict[str, Any]]) -> 
         if asked not in reported:
             raise ConfigError(f"--metric {asked!r} is not a final metric of these runs",
                               where="--metric", fix=f"choose one of: {', '.join(reported)}")
-        name = asked
-    elif job.train.monitor != "loss" and job.train.monitor in reported:
-        name = job.train.monitor
-    else:
-        declared = task.metric_names(job) or reported
-        name = next((m for m in declared if m != "loss" and m in reported), reported[0] if reported else "loss")
-    if name == job.train.monitor:
-        return name, job.train.monitor_mode
-    return name, "min" if "loss" in name else "max"
+        return asked, job.train.monitor_mode if asked == job.train.monitor else metric_mode(asked)
+    return headline_metric(task, job, reported)
+
+
+def headline_metric(task, job, reported: list[str]) -> tuple[str, str]:
+    """The metric a task's results are judged by, among the scalar metrics ``reported``, and whether higher
+    ("max") or lower ("min") is better: ``train.monitor`` unless it is the loss, else the first metric the task
+    declares besides the loss."""
+    if job.train.monitor != "loss" and job.train.monitor in reported:
+        return job.train.monitor, job.train.monitor_mode
+    declared = task.metric_names(job) or reported
+    name = next((m for m in declared if m != "loss" and m in reported), reported[0] if reported else "loss")
+    return name, job.train.monitor_mode if name == job.train.monitor else metric_mode(name)
+
+
+def metric_mode(metric: str) -> str:
+    """Whether higher ("max") or lower ("min") is better for a metric other than ``train.monitor``."""
+    return "min" if "loss" in metric else "max"
 
 
 def judge(runs: list[dict[str, Any]], resamples: list[Bootstrap | None], metric: str, mode: str) -> dict[str, Any]:

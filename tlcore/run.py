@@ -134,6 +134,7 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     spec_cls = cfg.job_model(task.DataOptions, task.ModelOptions)
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
     strategy = strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data
+    strategy.check(plugins.registry)
     method_class(plugins, job)
     if architecture is not None and not strategy.forces_init:
         check_backbone_kept(job, architecture)
@@ -349,6 +350,7 @@ class Prepared:
     groups: list
     init_report: Any
     strategy: Strategy
+    budget: Budget | None = None  # the full run's, once fit has sized it (what auto's race scales from)
 
 
 def prepare(run: Run, resume: bool = False) -> Prepared:
@@ -484,8 +486,11 @@ def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
     if resumed is not None:
         record_resumed_job(run)
     prepared = prepare(run, resume=resumed is not None)
+    generator = torch.Generator()
+    prepared.budget, batches = training_budget(run.job, prepared.data, generator, resumed)
+    log.info("budget: %s", prepared.budget.summary())
     strategy, choice = prepared.strategy.choose(run, prepared, _recorded_choice(resumed))
-    loop = start(run, prepared, strategy, choice, resumed)
+    loop = start(run, prepared, strategy, choice, resumed, generator, batches)
     loop.started = started
     run.plugins.hook.on_run_start(run=run)
     phases = [] if _stopped_early(loop) else plan_phases(strategy, loop.groups, loop.budget.epochs)
@@ -502,6 +507,7 @@ def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
     run.metrics.update(finish(run, loop.model, prepared.data))
     run.metrics["status"] = "completed"
     run.metrics["wall_seconds"] = _wall_seconds(loop)
+    prepared.strategy.review(run, run.metrics.get("strategy_choice"))
     run.write_metrics()
     run.plugins.hook.on_run_end(run=run, metrics=run.metrics)
 
@@ -511,15 +517,13 @@ def _recorded_choice(resumed: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def start(run: Run, prepared: Prepared, strategy: Strategy, choice: dict[str, Any] | None,
-          resumed: dict[str, Any] | None) -> Loop:
+          resumed: dict[str, Any] | None, generator: torch.Generator, batches: DataLoader) -> Loop:
     """The loop before its first epoch: method set up, metrics begun, or both restored from ``last.pt``."""
-    job, data, model = run.job, prepared.data, prepared.model
+    job, data, model, budget = run.job, prepared.data, prepared.model, prepared.budget
+    assert budget is not None  # fit sized it
     method = build_method(run, model)
     groups = prepared.groups + method.parameter_groups()
     check_groups(model, groups)
-    generator = torch.Generator()
-    budget, batches = training_budget(job, data, generator, resumed)
-    log.info("budget: %s", budget.summary())
     run.metrics = {
         "plugin": job.plugin, "task": run.task.name, "status": "running",
         "strategy": strategy.name, "strategy_options": strategy.options.model_dump(),
@@ -606,12 +610,7 @@ def _restore_phase(loop: Loop, index: int, phase: Phase, resumed: dict[str, Any]
 
 def start_phase(loop: Loop, index: int, phase: Phase) -> None:
     """Freeze and unfreeze per the phase, build its optimizer and schedule, prove they match, log the table."""
-    job, model, groups = loop.job, loop.model, loop.groups
-    apply_phase(model, groups, phase)
-    loop.optimizer = make_optimizer(optimizer_groups(groups, phase, job.train.lr), job.train)
-    loop.scheduler = make_scheduler(loop.optimizer, job.train,
-                                    math.ceil(len(loop.batches) / job.train.grad_accum) * (phase.end - phase.start))
-    table = verify_phase(model, groups, phase, loop.optimizer, job.train.lr)
+    table = begin_phase(loop, phase)
     log.info("phase %d (epochs %d-%d):\n%s", index, phase.start + 1, phase.end, format_table(table))
     resumed = loop.resumed
     if resumed is not None and resumed["loop"]["phase"] == index:
@@ -623,8 +622,19 @@ def start_phase(loop: Loop, index: int, phase: Phase) -> None:
         # The random state of the moment the interrupted run stopped: the next epoch draws as it would have.
         checkpoint.restore_rng(resumed["rng"])
         loop.resumed = None
-    use_cache, _ = _cache_decision(loop, phase)
-    loop.features.for_phase(use_cache)
+
+
+def begin_phase(loop: Loop, phase: Phase) -> list[dict[str, Any]]:
+    """Freeze and unfreeze per the phase, build its optimizer and schedule, prove they match; the table of
+    groups and rates. Cached features a phase training the backbone makes stale are dropped."""
+    job, model, groups = loop.job, loop.model, loop.groups
+    apply_phase(model, groups, phase)
+    loop.optimizer = make_optimizer(optimizer_groups(groups, phase, job.train.lr), job.train)
+    loop.scheduler = make_scheduler(loop.optimizer, job.train,
+                                    math.ceil(len(loop.batches) / job.train.grad_accum) * (phase.end - phase.start))
+    table = verify_phase(model, groups, phase, loop.optimizer, job.train.lr)
+    loop.features.for_phase(_cache_decision(loop, phase)[0])
+    return table
 
 
 def _cache_decision(loop: Loop, phase: Phase) -> tuple[bool, str]:
@@ -633,11 +643,13 @@ def _cache_decision(loop: Loop, phase: Phase) -> tuple[bool, str]:
                           loop.method.supports_feature_cache)
 
 
-def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
-    """One epoch: train, validate, checkpoint, report. False when early stopping ends the run."""
-    run, job, model, state = loop.run, loop.job, loop.model, loop.state
+def train_and_validate(loop: Loop, phase: Phase, epoch: int, description: str) -> tuple[dict[str, Any],
+                                                                                     dict[str, Any]]:
+    """Train one epoch of ``phase`` (on cached features where the phase allows) and validate: the epoch's
+    training statistics and validation metrics, which hold ``train.monitor``."""
+    run, job, model = loop.run, loop.job, loop.model
     data, optimizer = run.built_data, loop.optimizer
-    assert optimizer is not None  # start_phase made it
+    assert optimizer is not None  # begin_phase made it
     use_cache, why = _cache_decision(loop, phase)
     if use_cache and loop.features.features is None:
         log.info("training the head on cached backbone features (%s)", why)
@@ -657,13 +669,20 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
                             optimizer, loop.scheduler, loop.scaler, run.precision, run.context.device,
                             grad_accum=job.train.grad_accum, clip_grad_norm=job.train.clip_grad_norm,
                             channels_last=job.train.channels_last, on_step=loop.method.on_step,
-                            description=f"epoch {epoch + 1}/{loop.budget.epochs}")
+                            description=description)
     stats["feature_cache"] = use_cache
     val = evaluate(stepped, run.task.evaluator(job, data, run.context), val_batches, run.precision,
                    run.context.device, job.train.channels_last)
     if job.train.monitor not in val:
         raise ConfigError(f"train.monitor {job.train.monitor!r} is not a validation metric",
                           fix=f"choose one of: {', '.join(k for k, v in val.items() if _scalar(v))}")
+    return stats, val
+
+
+def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
+    """One epoch: train, validate, checkpoint, report. False when early stopping ends the run."""
+    run, job, model, state = loop.run, loop.job, loop.model, loop.state
+    stats, val = train_and_validate(loop, phase, epoch, f"epoch {epoch + 1}/{loop.budget.epochs}")
     monitored = val[job.train.monitor]
     logs = {"epoch": epoch + 1, "phase": index, **stats, "val": {k: v for k, v in val.items() if _scalar(v)}}
     run.metrics["history"].append(logs)

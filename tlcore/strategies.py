@@ -70,6 +70,13 @@ class Strategy:
         """
         return self, None
 
+    def check(self, registry: Any) -> None:
+        """Refuse options that name what the ``tlcore.Registry`` lacks, before any data is read."""
+
+    def review(self, run: Any, choice: dict[str, Any] | None) -> None:
+        """Called once the run has finished, with its ``run.metrics`` complete and the record ``choose``
+        returned: a strategy that chose may add to that record what only the finished run shows."""
+
     def _phase(self, start: int, end: int, mults: dict[str, float | None]) -> Phase:
         return Phase(start, end, tuple(mults.items()), train_bn=self.options.train_bn)
 
@@ -78,8 +85,8 @@ def _all(groups: list[ParameterGroup], mult: float = 1.0) -> dict[str, float | N
     return {g.name: mult for g in groups}
 
 
-def _heads_only(groups: list[ParameterGroup]) -> dict[str, float | None]:
-    return {g.name: (1.0 if g.is_head else None) for g in groups}
+def _heads_only(groups: list[ParameterGroup], mult: float = 1.0) -> dict[str, float | None]:
+    return {g.name: (mult if g.is_head else None) for g in groups}
 
 
 def _decayed(groups: list[ParameterGroup], decay: float | None, overrides: dict[str, float],
@@ -111,12 +118,20 @@ class Scratch(Strategy):
         return [self._phase(0, epochs, _all(groups))]
 
 
+class LinearProbeOptions(StrategyOptions):
+    head_lr_mult: float = Field(10.0, gt=0, description="base-rate multiplier of the head, trained alone: a new "
+                                                       "head on frozen features takes a far higher rate than "
+                                                       "pretrained layers being adapted")
+
+
 class LinearProbe(Strategy):
     name = "linear-probe"
-    description = "feature extraction: backbone frozen, head trained"
+    description = "feature extraction: backbone frozen, head trained at head_lr_mult times the base rate"
+    Options = LinearProbeOptions
+    options: LinearProbeOptions
 
     def phases(self, groups, epochs):
-        return [self._phase(0, epochs, _heads_only(groups))]
+        return [self._phase(0, epochs, _heads_only(groups, self.options.head_lr_mult))]
 
 
 class FinetuneOptions(StrategyOptions):

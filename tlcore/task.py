@@ -37,9 +37,10 @@ class DataBundle:
     # batch_sampler(dataset, batch_size, generator) -> a sampler of index lists, for tasks that batch by
     # length or aspect ratio; it must draw its randomness from ``generator`` so runs stay resumable.
     batch_sampler: Callable[[Dataset, int, torch.Generator], Any] | None = None
-    # Per split ("val", "test"), the group of each sample in dataset order (a patient, a scene): the unit
-    # bootstrap intervals resample, so that samples which are not independent are drawn together. A split
-    # without groups is resampled sample by sample. ``group_unit`` names a group in reports ("patient").
+    # Per split ("train", "val", "test"), the group of each sample in dataset order (a patient, a scene): the
+    # unit bootstrap intervals resample and auto's k-fold race keeps whole, so that samples which are not
+    # independent are drawn together. A split without groups is resampled sample by sample. ``group_unit``
+    # names a group in reports ("patient").
     groups: dict[str, Sequence[Hashable]] = field(default_factory=dict)
     group_unit: str = "sample"
 

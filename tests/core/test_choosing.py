@@ -1,4 +1,4 @@
-"""Choosing a strategy: the LR range test, the comparison report and the auto strategy."""
+"""Choosing a strategy: the LR range test and the comparison report (auto's race: test_auto_race.py)."""
 
 from __future__ import annotations
 
@@ -68,26 +68,3 @@ def test_compare_validates_every_job_before_running_any(toy_plugin, tlapp):
 def test_compare_folds_need_task_support(toy_plugin, tlapp):
     code, _, err = tlapp("compare", "--plugin", "toy", "--strategies", "scratch", "--folds", "3")
     assert code == 2 and "does not support k-fold" in err
-
-
-def test_auto_records_measurements_and_keeps_its_choice_on_resume(toy_plugin, tlapp, monkeypatch):
-    code, _, err = tlapp("run", "--plugin", "toy", "--strategy", "auto", "--output", "a", "--epochs", "3")
-    assert code == 0, err
-    choice = read_metrics("a")["strategy_choice"]
-    assert {"train_samples", "classes", "probe_accuracy", "majority_baseline", "probe_gain",
-            "rarest_class_samples"} <= set(choice["measured"])
-    assert choice["chosen"] == read_metrics("a")["strategy"] and choice["reason"]
-
-    monkeypatch.setenv("TLAPP_TOY_INTERRUPT_AFTER", "1")
-    assert tlapp("run", "--plugin", "toy", "--strategy", "auto", "--output", "b", "--epochs", "3")[0] == 130
-    monkeypatch.delenv("TLAPP_TOY_INTERRUPT_AFTER")
-    assert tlapp("run", "--plugin", "toy", "--strategy", "auto", "--output", "b", "--epochs", "3",
-                 "--resume")[0] == 0
-    assert read_metrics("b")["strategy_choice"] == choice
-
-
-def test_auto_without_transferred_weights_picks_scratch(toy_plugin, tlapp):
-    code, _, err = tlapp("run", "--plugin", "toy", "--strategy", "auto", "--init", "none", "--output", "n",
-                         "--epochs", "1")
-    assert code == 0, err
-    assert read_metrics("n")["strategy"] == "scratch"

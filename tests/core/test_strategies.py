@@ -56,9 +56,11 @@ def test_scratch_trains_everything_and_forces_random_init():
     assert state_of(net, groups, phases[0]) == approx({"stem": 0.01, "stage1": 0.01, "stage2": 0.01, "head": 0.01})
 
 
-def test_linear_probe_trains_only_the_head():
-    net, groups, phases = setup(LinearProbe(LinearProbe.Options()), 3)
+def test_linear_probe_trains_only_the_head_at_its_own_rate():
+    net, groups, phases = setup(LinearProbe(LinearProbe.Options(head_lr_mult=1.0)), 3)
     assert state_of(net, groups, phases[0]) == {"stem": None, "stage1": None, "stage2": None, "head": 0.01}
+    net, groups, phases = setup(LinearProbe(LinearProbe.Options()), 3)  # default: ten times the base rate
+    assert state_of(net, groups, phases[0]) == approx({"stem": None, "stage1": None, "stage2": None, "head": 0.1})
 
 
 def test_finetune_layer_decay_and_explicit_multipliers():

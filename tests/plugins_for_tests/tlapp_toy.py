@@ -81,11 +81,12 @@ class ToyTask(ClassificationTask):
         train = split(0, n - 2 * third)
         if job.augment:
             train = Noisy(train, **context.registry.augmentations[job.augment].factory(0), seed=job.train.seed)
-        # Test samples come in threes drawn from one "site", so intervals resample whole sites.
+        # Test samples come in threes drawn from one "site", so intervals resample whole sites; training
+        # samples in twos (one of each class), so auto's folds keep whole sites.
+        groups = {"train": [i // 2 for i in range(n - 2 * third)], "test": [i // 3 for i in range(third)]}
         return DataBundle(train=train, val=split(n - 2 * third, n - third),
                           test=split(n - third, n), num_outputs=2, class_names=["a", "b"],
-                          summary={"samples": n}, groups={"test": [i // 3 for i in range(third)]},
-                          group_unit="site")
+                          summary={"samples": n}, groups=groups, group_unit="site")
 
 
     def classical_inputs(self, job, data, split):
