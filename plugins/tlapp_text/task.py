@@ -103,7 +103,10 @@ class TextClassification(ClassificationTask):
                   "min_batches": 4, "lr": 0.0005, "weight_decay": 0.01, "monitor": "loss", "monitor_mode": "min",
                   "early_stopping": {"patience": 3}, "clip_grad_norm": 1.0,
                   "schedule": {"name": "cosine", "warmup_fraction": 0.1}},
-        "strategy": {"name": "finetune"},
+        # Head first, then everything at half the rate: on the sample (full, and cuts of 10 and 25 rows per
+        # class, benchmarks/few_shot.py) it stays within 0.02 macro F1 of the linear probe, where fine-tuning
+        # everything from the first step falls 0.03-0.07 behind it on the paraphrased test texts.
+        "strategy": {"name": "freeze-unfreeze"},
         "augment": None,
     }
 

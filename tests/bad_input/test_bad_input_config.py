@@ -28,7 +28,7 @@ ROWS = [
     BadInput("infinite lr flag", medical("--lr", "inf"), ("train.lr", "finite")),
     BadInput("infinite option in a free-form section", medical("--set", "model.head_options.dropout=.inf"),
              ("model.head_options.dropout", "finite")),
-    BadInput("infinite strategy option given as text", medical("--set", "strategy.lr_mult.head=inf"),
+    BadInput("infinite strategy option given as text", medical("--strategy", "finetune", "--set", "strategy.lr_mult.head=inf"),
              ("strategy.lr_mult.head", "finite")),
     BadInput("seed beyond 64 bits", medical("--seed", "99999999999999999999999"), ("train.seed", "4294967295")),
     BadInput("seed beyond numpy's 32 bits", medical("--seed", str(2**32)), ("train.seed", "4294967295")),

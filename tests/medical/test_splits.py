@@ -235,7 +235,7 @@ def test_groups_name_the_patient_of_every_frame(folders):
     assert data.group_unit == "patient"
     owner = {p: p.name.split("_")[0] if p.name != "multi.dcm" else "0" for p in folders.rglob("*.dcm")}
     owner = {p: f"{p.parent.name}-{n}" for p, n in owner.items()}
-    for split in ("val", "test"):
+    for split in ("train", "val", "test"):  # train too: auto's k-fold race keeps whole patients per fold
         dataset, groups = getattr(data, split), list(data.groups[split])
         assert len(groups) == len(dataset) > 0
         for i, item in enumerate(dataset.items):
@@ -246,6 +246,7 @@ def test_groups_name_the_patient_of_every_frame(folders):
                        if item.path.name == "multi.dcm"]
     assert len(frames_of_multi) == 3
     assert set(data.groups["val"]).isdisjoint(data.groups["test"])
+    assert set(data.groups["train"]).isdisjoint(set(data.groups["val"]) | set(data.groups["test"]))
 
     everything = build(folders, for_training=False)
     assert len(everything.groups["test"]) == len(everything.test) and not everything.groups["val"]
