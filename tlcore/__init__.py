@@ -17,6 +17,7 @@ from .paths import inside_root
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .plugins import require_modules
 from .predictions import write_predictions
+from .preview import image_grid
 from .registry import Backbone, Catalog, Entry, ParameterGroup, Registry
 from .methods import Method, MethodOptions, Supervised, seeded_loader
 from .seeding import EpochSeeded, sample_seed
@@ -68,6 +69,7 @@ __all__ = [
     "fetch_state_dict",
     "hookimpl",
     "huggingface_url",
+    "image_grid",
     "input_files",
     "inside_root",
     "missing_class_warnings",

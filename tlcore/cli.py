@@ -188,6 +188,41 @@ def lr_find(plugin, config_file, sets, steps, start_lr, end_lr, **flags) -> None
     click.echo(f"suggested lr: {shown} ({result.stopped}); plot: {out / 'lr_find.png'}")
 
 
+@cli.command("augment-preview")
+@job_options
+@click.option("--augment", help="Augmentation pipeline to show (default: the job's; `none` for none); see "
+                                "`tlapp plugins`.")
+@click.option("--n", "count", type=click.IntRange(1, 64), default=16, show_default=True,
+              help="Training samples to draw.")
+@click.option("--output", help="Folder for the picture (default runs/augment-preview-<plugin>-<time>).")
+def augment_preview(plugin, config_file, sets, augment, count, **flags) -> None:
+    """Draw training samples through the augmentation as a run's train_batch pictures show them, without
+    training: tune an augmentation before spending hours on it."""
+    from datetime import datetime
+
+    from .augmentation import check_augment_options
+    from .preview import write_previews
+    from .run import make_context, resolve_job, train_loader
+
+    loaded = load_plugins()
+    output = flags.pop("output")
+    overrides = _overrides(**flags)
+    if augment is not None:
+        overrides["augment"] = None if augment.lower() == "none" else augment
+    task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=overrides, sets=sets)
+    check_augment_options(job, loaded.registry)
+    out = Path(output) if output else Path("runs") / f"augment-preview-{job.plugin}-{datetime.now():%Y%m%d-%H%M%S}"
+    context = make_context(loaded, job)
+    data = task.build_data(job, context)
+    generator = torch_generator(job.train.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_previews(task, job, data, context, train_loader(data, job, generator, count), generator, out, 1)
+    if not written:
+        raise TlappError(f"task {task.name!r} of plugin {job.plugin!r} does not draw its inputs",
+                         fix="a task shows its training batches by implementing Task.preview (docs/plugins.md)")
+    click.echo(f"written: {written[0]} ({count} training samples, augment {job.augment})")
+
+
 def torch_generator(seed: int):
     import torch
 

@@ -101,6 +101,9 @@ class TrainSpec(Section):
     num_workers: int = Field(0, ge=0)
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; null: torch's default")
     feature_cache: bool = Field(True, description="head-only phases without augmentation train on cached features")
+    preview_batches: int = Field(2, ge=0, le=16, description="the first training batches a new run draws, as "
+                                                             "the model receives them, in train_batch<i>.png (or "
+                                                             ".html); 0: none")
 
     @field_validator("epochs", mode="before")
     @classmethod

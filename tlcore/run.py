@@ -37,8 +37,9 @@ from .features import FeatureCache, HeadOnly, cache_decision
 from .intervals import RESAMPLES_FILE, Bootstrap, add_intervals, shown
 from .methods import ExtraStreams, Method
 from .plugins import Plugins
+from .preview import write_previews
 from .schedule import make_optimizer, make_scheduler
-from .seeding import seed_everything
+from .seeding import epoch_seed, seed_everything
 from .splits import small_split_warning
 from .registry import ParameterGroup
 from .resume import record_resumed_job, resume_checkpoint, resumed_metrics
@@ -492,6 +493,11 @@ def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
     strategy, choice = prepared.strategy.choose(run, prepared, _recorded_choice(resumed))
     loop = start(run, prepared, strategy, choice, resumed, generator, batches)
     loop.started = started
+    if resumed is None and run.job.train.preview_batches:
+        shown = write_previews(run.task, run.job, prepared.data, run.context, batches, generator, run.directory,
+                               run.job.train.preview_batches)
+        if shown:
+            log.info("what training sees: %s", ", ".join(p.name for p in shown))
     run.plugins.hook.on_run_start(run=run)
     phases = [] if _stopped_early(loop) else plan_phases(strategy, loop.groups, loop.budget.epochs)
     for index, phase in enumerate(phases):
@@ -653,7 +659,7 @@ def train_and_validate(loop: Loop, phase: Phase, epoch: int, description: str) -
     use_cache, why = _cache_decision(loop, phase)
     if use_cache and loop.features.features is None:
         log.info("training the head on cached backbone features (%s)", why)
-    loop.generator.manual_seed(job.train.seed * 100_003 + epoch)
+    loop.generator.manual_seed(epoch_seed(job.train.seed, epoch))
     data.set_epoch(epoch)
     set_train_mode(model, loop.groups, phase)
     if use_cache:

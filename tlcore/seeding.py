@@ -17,6 +17,11 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of the training loader's generator for one epoch (its shuffling and batch sampling)."""
+    return seed * 100_003 + epoch
+
+
 def sample_seed(*parts: int) -> int:
     """A 32-bit seed from (run seed, epoch, index): the same sample in the same epoch gets the same draw,
     whichever worker loads it and whether or not the run was resumed."""

@@ -187,6 +187,12 @@ class Task:
         """Predict for user inputs and write prediction files into ``out_dir``."""
         raise NotImplementedError
 
+    def preview(self, job: JobSpec, data: DataBundle, context: Context, batch: Any, path: Path) -> Path | None:
+        """Draw one training batch, as the collate function hands it to the model, for a person to look at:
+        write ``path`` with a suffix of the task's choosing (``tlcore.image_grid`` writes a PNG grid) and
+        return the file written. None (the default): the task does not draw its inputs."""
+        return None
+
     def fold_overrides(self, folds: int, fold: int) -> dict[str, Any]:
         """Job-spec overrides that make ``fold`` of ``folds`` the validation split, folding by the task's
         groups (e.g. patients). Tasks without folds keep this default."""

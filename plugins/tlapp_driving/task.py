@@ -12,13 +12,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from torchvision.utils import draw_bounding_boxes
 from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
 from tlcore import (ConfigError, Context, DataBundle, DataError, JobSpec, ModelSpec, Section, Task,
-                    atomic_write_text, build_augmentation, input_files, missing_class_warnings, small_split_warning,
-                    take_covering, write_predictions)
+                    atomic_write_text, build_augmentation, image_grid, input_files, missing_class_warnings,
+                    small_split_warning, take_covering, write_predictions)
 
 from .datasets import DetectionDataset, ImageFiles, aspect_ratio_batches, collate
 from .formats import IMAGE_SUFFIXES, DetectionSet, ImageRecord, checked_image_size
@@ -321,7 +322,6 @@ class DrivingDetection(Task):
     def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
                 out_dir: Path) -> list[dict[str, Any]]:
         from PIL import Image
-        from torchvision.utils import draw_bounding_boxes
 
         files = input_files(inputs, lambda folder: sorted(p for p in folder.rglob("*")
                                                           if p.suffix.lower() in IMAGE_SUFFIXES), "images")
@@ -371,6 +371,19 @@ class DrivingDetection(Task):
                  **dict(zip(("x1", "y1", "x2", "y2"), d["box"]))} for r in records for d in r["detections"]]
         write_predictions(records, out_dir, stem="detections", rows=rows)
         return records
+
+    def preview(self, job: JobSpec, data: DataBundle, context: Context, batch: Any, path: Path) -> Path:
+        """The batch's images as the detector gets them, with the boxes it is asked to find and their classes."""
+        images, targets = batch
+        drawn = []
+        for image, target in zip(images, targets):
+            pixels = (image.float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+            names = [data.class_names[int(label) - 1] for label in target["labels"]]
+            drawn.append(draw_bounding_boxes(pixels, target["boxes"].float().cpu(), labels=names, colors="yellow",
+                                             width=2))
+        captions = [f"{len(t['boxes'])} boxes" for t in targets]
+        return image_grid(drawn, captions, path,
+                          title=f"training batch as the model sees it: augment {job.augment}")
 
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
         data = self.read(job, context, collect=True)

@@ -7,7 +7,7 @@ import os
 import secrets
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,8 +17,8 @@ from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
 
 from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, build_augmentation, input_files, predict_probabilities, small_split_warning,
-                    write_predictions)
+                    atomic_write_text, build_augmentation, image_grid, input_files, predict_probabilities,
+                    small_split_warning, write_predictions)
 
 from . import formats
 from .cache import DecodedCache
@@ -289,6 +289,16 @@ class DicomClassification(ClassificationTask):
                           num_outputs=len(class_names), class_names=class_names, summary=summary,
                           groups=groups, group_unit="patient")
 
+    def preview(self, job: JobSpec, data: DataBundle, context: Context, batch: Any, path: Path) -> Path:
+        """The batch's frames as the network gets them, normalisation undone (so what shows is the windowed,
+        augmented frame), each with its label."""
+        images, targets = batch
+        frames = cast(DicomFrames, data.train)
+        shown = (images.float().cpu() * frames.std + frames.mean).clamp(0, 1)
+        captions = [_label_of(t, data.class_names) for t in targets]
+        title = f"training batch as the model sees it: window {job.data.window}, augment {job.augment}"
+        return image_grid(list(shown), captions, path, title=title)
+
     def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
         """Raw pixels, grey and shrunk to 32x32 by area averaging, then standardised: the classic image
         baseline. The frames come from the decoded-pixel cache, without augmentation."""
@@ -408,3 +418,10 @@ class DicomClassification(ClassificationTask):
             context.log.warning("data: %s", note)
         report["warnings"] = notes
         return report
+
+
+def _label_of(target: Any, class_names: list[str]) -> str:
+    """A class name, or the names of a multi-label target's positive classes."""
+    if target.dim() == 0:
+        return class_names[int(target)]
+    return "+".join(c for c, v in zip(class_names, target.tolist()) if v > 0.5) or "(none)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 from collections import Counter
@@ -306,6 +307,26 @@ class TextClassification(ClassificationTask):
         return DataBundle(train=train, val=val, test=test, num_outputs=len(class_names),
                           class_names=class_names, collate_fn=PadCollate(tokenizer.pad_token_id), summary=summary,
                           batch_sampler=length_grouped)
+
+    def preview(self, job: JobSpec, data: DataBundle, context: Context, batch: Any, path: Path) -> Path:
+        """The batch's texts as the encoder gets them: its tokens decoded back, special tokens and truncation
+        included, each with its label, in an HTML table."""
+        inputs, targets = batch
+        tokenizer = self.tokenizer(job, context)
+        rows = []
+        for ids, mask, target in zip(inputs["input_ids"], inputs["attention_mask"], targets):
+            kept = ids[mask.bool()]
+            label = (data.class_names[int(target)] if target.dim() == 0 else
+                     "+".join(c for c, v in zip(data.class_names, target.tolist()) if v > 0.5) or "(none)")
+            rows.append(f"<tr><td>{html.escape(label)}</td><td>{len(kept)}</td>"
+                        f"<td>{html.escape(tokenizer.decode(kept.tolist()))}</td></tr>")
+        out = path.with_suffix(".html")
+        atomic_write_text(out, "<!doctype html><meta charset=utf-8><title>training batch</title>"
+                               "<style>td{border:1px solid #ccc;padding:2px 6px;font:13px sans-serif}</style>"
+                               f"<p>A training batch as the model sees it (max_length {job.data.max_length}).</p>"
+                               "<table><tr><th>label</th><th>tokens</th><th>text, decoded from its tokens</th></tr>"
+                               + "".join(rows) + "</table>\n")
+        return out
 
     def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
         """TF-IDF of words and word pairs (sublinear term frequencies), the classic text baseline."""

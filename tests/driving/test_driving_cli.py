@@ -57,6 +57,7 @@ def test_kitti_run_metrics_predictions_and_whole_detector_transfer(tlapp, make_k
     degenerate_at = f"{label_file}:{len(label_file.read_text().splitlines()) - 1}"
     assert "dropped 1 degenerate boxes" in err and degenerate_at in err
     run = tmp_path / "run1"
+    assert (run / "train_batch0.png").read_bytes()[:4] == b"\x89PNG"  # augmented images with their boxes
     metrics = read_metrics(run)
     assert metrics["status"] == "completed" and metrics["evaluated_on"] == "test"
     assert metrics["data"]["read"]["degenerate_boxes_dropped"] == 1 and metrics["data"]["read"]["clipped_boxes"] == 1

@@ -63,6 +63,8 @@ def test_run_on_dicom_folder_writes_clinical_metrics(dataset, tlapp):
     assert m["metrics"]["sensitivity"] == pytest.approx(m["metrics"]["recall_per_class"]["lesion"])
     assert m["metrics"]["specificity"] == pytest.approx(m["metrics"]["recall_per_class"]["clear"])
     assert np.asarray(m["metrics"]["confusion_matrix"]).sum() == m["data"]["splits"]["test"]["frames"]
+    # What training saw: the first batches as PNG grids of windowed, augmented frames.
+    assert all(Path(f"r/train_batch{i}.png").read_bytes()[:4] == b"\x89PNG" for i in (0, 1))
 
 
 def test_splits_are_by_patient(dataset, tlapp):

@@ -89,6 +89,11 @@ class ToyTask(ClassificationTask):
                           summary={"samples": n}, groups=groups, group_unit="site")
 
 
+    def preview(self, job, data, context, batch, path):
+        # The batch itself, so tests can check it is the one training received first.
+        torch.save(batch, path.with_suffix(".pt"))
+        return path.with_suffix(".pt")
+
     def classical_inputs(self, job, data, split):
         from sklearn.preprocessing import StandardScaler
 

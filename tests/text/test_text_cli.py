@@ -58,6 +58,8 @@ def test_run_on_the_sample_writes_metrics(runs):
     assert data["rows"] == {"train": 400, "val": 100, "test": 160} and data["split_source"] == "files"
     assert data["truncated"]["total"] == 0 and data["tokens"]["train"]["max"] < 32
     assert (root / "pretrained" / "checkpoints" / "best.pt").exists()
+    shown = (root / "pretrained" / "train_batch0.html").read_text()  # the texts as the encoder gets them
+    assert "[CLS]" in shown and "[SEP]" in shown and any(f"<td>{c}</td>" in shown for c in m["class_names"])
 
 
 @pytest.mark.slow
