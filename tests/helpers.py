@@ -64,3 +64,13 @@ def check_bad_input(tlapp, tmp_path: Path, row: BadInput) -> str:
     for fragment in row.says:
         assert fragment.lower() in message.lower(), f"{row.id}: {fragment!r} not in\n{message}"
     return message
+
+
+def registered_pipelines(plugin: str) -> dict[str, Callable]:
+    """Every augmentation pipeline ``plugin`` registers (name -> factory), so that a new one is checked too."""
+    from tlcore.plugins import load_plugins
+
+    registry = load_plugins(plugin).registry
+    found = {name: entry.factory for name, entry in registry.augmentations.items() if entry.plugin == plugin}
+    assert found, f"plugin {plugin!r} registers no augmentation pipeline"
+    return found

@@ -23,7 +23,7 @@ from tlapp_driving.datasets import DetectionDataset
 from tlapp_driving.formats import read_kitti
 from tlapp_driving.task import SAMPLE_DATA
 from tlapp_driving.transforms import bbox_params, night
-from tlcore.plugins import load_plugins
+from helpers import registered_pipelines
 
 # Sample scenes in day, dusk, fog and night light (mean pixel 29 to 159), each with at least one box.
 IMAGES = ["000002", "000003", "000004", "000007", "000012", "000017", "000021", "000022", "000024", "000035",
@@ -46,11 +46,7 @@ def records(sample):
 
 @pytest.fixture(scope="module")
 def pipelines():
-    """Every augmentation pipeline the driving plugin registers, so a new one is checked too."""
-    registry = load_plugins("driving").registry
-    found = {name: entry.factory for name, entry in registry.augmentations.items() if entry.plugin == "driving"}
-    assert found
-    return found
+    return registered_pipelines("driving")
 
 
 def box_pixels(box, width: int, height: int) -> tuple[int, int, int, int]:

@@ -20,7 +20,7 @@ import pytest
 from tlapp_medical.datasets import DicomFrames, FrameItem
 from tlapp_medical.pixels import read_dicom
 from tlapp_medical.task import SAMPLE_DATA, DicomData
-from tlcore.plugins import load_plugins
+from helpers import registered_pipelines
 
 FILES = ["normal/IMG0005.dcm", "normal/IMG0040.dcm", "normal/IMG0071.dcm", "normal/DX0002.dcm",
          "nodule/IMG0003.dcm", "nodule/IMG0030.dcm", "nodule/IMG0056.dcm", "nodule/CR0013.dcm",
@@ -42,11 +42,7 @@ def windowed(window: str) -> dict:
 
 @pytest.fixture(scope="module")
 def pipelines():
-    """Every augmentation pipeline the medical plugin registers, so a new one is checked too."""
-    registry = load_plugins("medical").registry
-    found = {name: entry.factory for name, entry in registry.augmentations.items() if entry.plugin == "medical"}
-    assert found
-    return found
+    return registered_pipelines("medical")
 
 
 def measure(decoded: dict, transform, epochs: int = EPOCHS, seed: int = 0) -> dict:
