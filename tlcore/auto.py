@@ -17,6 +17,7 @@ from pydantic import Field
 
 from .engine import is_improvement
 from .errors import ConfigError
+from .race import race
 from .strategies import Strategy, StrategyOptions
 
 log = logging.getLogger("tlapp")
@@ -54,8 +55,6 @@ class Auto(Strategy):
             reason = "no pretrained tensors were transferred (init none), so there is nothing to keep"
             record: dict[str, Any] = {}
         else:
-            from .race import race  # the race drives the run's training loop, which imports the strategies
-
             candidates = [self._candidate(run, name) for name in self.options.candidates]
             record = race(run, prepared, candidates, fraction=self.options.race_fraction, folds=self.options.folds,
                           race_on=self.options.race_on, metric=self.options.metric)

@@ -244,6 +244,14 @@ class ClassificationTask(Task):
         regression; None (the default) offers no baseline. Single-label only."""
         return None
 
+    @staticmethod
+    def target_name(target: torch.Tensor, class_names: list[str]) -> str:
+        """A target as people read it: its class name, or a multi-hot target's positive classes joined by +
+        (for captions, e.g. in ``Task.preview``)."""
+        if target.dim() == 0:
+            return class_names[int(target)]
+        return "+".join(c for c, v in zip(class_names, target.tolist()) if v > 0.5) or "(none)"
+
     def positive_class(self, job: JobSpec, class_names: list[str]) -> str | None:
         """The class sensitivity and specificity will be about; a ConfigError when it must be named. Call it
         from ``build_data`` so that the question comes before training, not after the first epoch."""

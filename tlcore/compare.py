@@ -138,7 +138,7 @@ def ranking_metric(task, job, asked: str | None, runs: list[dict[str, Any]]) -> 
         if asked not in reported:
             raise ConfigError(f"--metric {asked!r} is not a final metric of these runs",
                               where="--metric", fix=f"choose one of: {', '.join(reported)}")
-        return asked, job.train.monitor_mode if asked == job.train.monitor else metric_mode(asked)
+        return asked, metric_mode(job, asked)
     return headline_metric(task, job, reported)
 
 
@@ -147,14 +147,17 @@ def headline_metric(task, job, reported: list[str]) -> tuple[str, str]:
     ("max") or lower ("min") is better: ``train.monitor`` unless it is the loss, else the first metric the task
     declares besides the loss."""
     if job.train.monitor != "loss" and job.train.monitor in reported:
-        return job.train.monitor, job.train.monitor_mode
+        return job.train.monitor, metric_mode(job, job.train.monitor)
     declared = task.metric_names(job) or reported
     name = next((m for m in declared if m != "loss" and m in reported), reported[0] if reported else "loss")
-    return name, job.train.monitor_mode if name == job.train.monitor else metric_mode(name)
+    return name, metric_mode(job, name)
 
 
-def metric_mode(metric: str) -> str:
-    """Whether higher ("max") or lower ("min") is better for a metric other than ``train.monitor``."""
+def metric_mode(job, metric: str) -> str:
+    """Whether higher ("max") or lower ("min") is better: ``train.monitor_mode`` for the monitored metric,
+    else lower for losses and higher for the rest."""
+    if metric == job.train.monitor:
+        return job.train.monitor_mode
     return "min" if "loss" in metric else "max"
 
 

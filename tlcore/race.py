@@ -5,8 +5,8 @@ Every candidate starts from the same transferred weights and random state, and t
 planned for the race's length (``race_fraction`` of the full run's epochs). Successive halving keeps the cost
 down: every candidate trains to the first rung (half the race's length, at least one epoch), the better half
 (ties go to the earlier, cheaper candidate) trains on from where it stopped to the next rung, until one is
-left. A candidate's score is the best value of ``train.monitor`` over the epochs it trained, since the full
-run keeps its best epoch too.
+left. A candidate's score is the race's metric (the task's headline metric, or ``strategy.metric``) at the
+epoch with the best ``train.monitor`` among those it trained, since the full run keeps that epoch too.
 
 Candidates are scored on the validation split, or, when that split is too small to tell them apart (fewer
 than ``evaluation.min_samples`` samples or ``evaluation.min_groups`` groups), on k folds of the training
@@ -20,7 +20,6 @@ run of the winner trains exactly as a run with ``--strategy <winner>`` would.
 from __future__ import annotations
 
 import copy
-import difflib
 import logging
 import math
 import time
@@ -33,10 +32,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import checkpoint
+from .compare import headline_metric, metric_mode
 from .engine import is_improvement
-from .errors import ConfigError
 from .features import FeatureCache
-from .run import (Loop, LoopState, Prepared, Run, begin_phase, build_method, train_and_validate, train_loader)
+from .run import (Loop, LoopState, Prepared, Run, begin_phase, build_method, check_metric_name, train_and_validate,
+                  train_loader)
 from .splits import small_split_warning
 from .strategies import Phase, Strategy, check_groups, phase_at, plan_phases
 from .task import DataBundle, parameter_groups
@@ -111,8 +111,9 @@ def race(run: Run, prepared: Prepared, strategies: list[Strategy], *, fraction: 
     job, budget = run.job, prepared.budget
     assert budget is not None  # fit sized it before choosing
     length = max(1, math.ceil(fraction * budget.epochs))
-    rung_ends = sorted({max(1, math.ceil(length / 2 ** k)) for k in range(max(1, math.ceil(math.log2(max(
-        2, len(strategies))))))})
+    # Halving the field each rung leaves one candidate after ceil(log2(n)) rungs, ending at length, length/2...
+    rungs = max(1, math.ceil(math.log2(len(strategies))))
+    rung_ends = sorted({max(1, math.ceil(length / 2 ** k)) for k in range(rungs)})
     # Everything from here on, folds included (a data loader draws its base seed), must leave no trace on the
     # run that follows: the race ends by restoring the random state it found.
     rng = checkpoint.rng_state()
@@ -149,18 +150,12 @@ def race(run: Run, prepared: Prepared, strategies: list[Strategy], *, fraction: 
 def race_metric(run: Run, asked: str | None) -> tuple[str, str]:
     """The validation metric the race ranks by, and whether higher ("max") or lower is better: ``asked``, else
     the task's headline metric (``train.monitor`` unless it is the loss, else the first metric it declares)."""
-    from .compare import headline_metric, metric_mode
-
     job = run.job
     names = run.task.metric_names(job) or [job.train.monitor]
     if asked is None:
         return headline_metric(run.task, job, names)
-    if asked not in names:
-        close = difflib.get_close_matches(asked, names, n=1)
-        raise ConfigError(f"strategy.metric {asked!r} is not a validation metric of this job",
-                          where="strategy.metric",
-                          fix=(f"did you mean {close[0]!r}? " if close else "") + f"choose one of: {', '.join(names)}")
-    return asked, job.train.monitor_mode if asked == job.train.monitor else metric_mode(asked)
+    check_metric_name(asked, names, "strategy.metric")
+    return asked, metric_mode(job, asked)
 
 
 def ranked(candidates: list[Candidate], mode: str) -> list[Candidate]:

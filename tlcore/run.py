@@ -147,12 +147,18 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
 def check_monitor(task: Task, job: cfg.JobSpec) -> None:
     """A ``train.monitor`` the validation will not report fails here, not after the first epoch."""
     names = task.metric_names(job)
-    if names is None or job.train.monitor in names:
+    if names is not None:
+        check_metric_name(job.train.monitor, names, "train.monitor")
+
+
+def check_metric_name(name: str, names: list[str], where: str) -> None:
+    """Refuse a metric the job's validation does not report, naming the closest one and the rest."""
+    if name in names:
         return
-    close = difflib.get_close_matches(job.train.monitor, names, n=1)
+    close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"train.monitor {job.train.monitor!r} is not a validation metric of this job",
-                      where="train.monitor", fix=f"{hint}choose one of: {', '.join(names)}")
+    raise ConfigError(f"{where} {name!r} is not a validation metric of this job", where=where,
+                      fix=f"{hint}choose one of: {', '.join(names)}")
 
 
 def source_architecture(run_dir: Path, plugin: str, task: str) -> dict[str, Any]:

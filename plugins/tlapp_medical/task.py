@@ -295,7 +295,7 @@ class DicomClassification(ClassificationTask):
         images, targets = batch
         frames = cast(DicomFrames, data.train)
         shown = (images.float().cpu() * frames.std + frames.mean).clamp(0, 1)
-        captions = [_label_of(t, data.class_names) for t in targets]
+        captions = [self.target_name(t, data.class_names) for t in targets]
         title = f"training batch as the model sees it: window {job.data.window}, augment {job.augment}"
         return image_grid(list(shown), captions, path, title=title)
 
@@ -418,10 +418,3 @@ class DicomClassification(ClassificationTask):
             context.log.warning("data: %s", note)
         report["warnings"] = notes
         return report
-
-
-def _label_of(target: Any, class_names: list[str]) -> str:
-    """A class name, or the names of a multi-label target's positive classes."""
-    if target.dim() == 0:
-        return class_names[int(target)]
-    return "+".join(c for c, v in zip(class_names, target.tolist()) if v > 0.5) or "(none)"

@@ -316,8 +316,7 @@ class TextClassification(ClassificationTask):
         rows = []
         for ids, mask, target in zip(inputs["input_ids"], inputs["attention_mask"], targets):
             kept = ids[mask.bool()]
-            label = (data.class_names[int(target)] if target.dim() == 0 else
-                     "+".join(c for c, v in zip(data.class_names, target.tolist()) if v > 0.5) or "(none)")
+            label = self.target_name(target, data.class_names)
             rows.append(f"<tr><td>{html.escape(label)}</td><td>{len(kept)}</td>"
                         f"<td>{html.escape(tokenizer.decode(kept.tolist()))}</td></tr>")
         out = path.with_suffix(".html")

@@ -9,7 +9,7 @@ import torch
 
 import tlcore.run as engine
 from helpers import read_metrics
-from tlcore import Task, image_grid
+from tlcore import ClassificationTask, Task, image_grid
 
 
 def test_a_run_previews_exactly_the_batches_training_receives_first(toy_plugin, tlapp, monkeypatch):
@@ -62,3 +62,10 @@ def test_image_grid_writes_one_png_of_every_image_with_its_caption(tmp_path):
     images = [np.full((20, 40, 3), 200, np.uint8), torch.rand(3, 20, 40), torch.zeros(3, 20, 40, dtype=torch.uint8)]
     out = image_grid(images, ["a", "b", "c"], tmp_path / "grid", title="t")
     assert out == tmp_path / "grid.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_targets_are_captioned_by_class_name():
+    names = ["normal", "nodule", "effusion"]
+    assert ClassificationTask.target_name(torch.tensor(1), names) == "nodule"
+    assert ClassificationTask.target_name(torch.tensor([1.0, 0.0, 1.0]), names) == "normal+effusion"
+    assert ClassificationTask.target_name(torch.zeros(3), names) == "(none)"
