@@ -11,6 +11,7 @@ from torchmetrics import classification as tmc
 
 from .hookspecs import hookimpl
 from .auto import Auto
+from .distill import Distill
 from .methods import BUILTIN_METHODS
 from .strategies import BUILTIN_STRATEGIES
 
@@ -237,7 +238,7 @@ def register_metrics(register):
 
 @hookimpl
 def register_methods(register):
-    for method in BUILTIN_METHODS:
+    for method in [*BUILTIN_METHODS, Distill]:
         register(method)
 
 

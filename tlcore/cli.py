@@ -89,6 +89,9 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     for flag, value in flags.items():
         if value is None:
             continue
+        if flag == "teacher":  # one flag, two keys: the method and its teacher
+            out["method"] = {"name": "distill", "teacher": value}
+            continue
         node = out
         *parents, leaf = paths[flag].split(".")
         for p in parents:
@@ -105,6 +108,8 @@ def job_options(command):
         click.option("--data", help="Dataset path (default: the plugin's bundled sample data)."),
         click.option("--init", help="a weights name of the backbone (imagenet, pretrained, ...) | file:PATH | "
                      "run:DIR | none"),
+        click.option("--teacher", metavar="run:DIR", help="Distil from this earlier run of the same task (method "
+                     "distill; options method.temperature, method.alpha)."),
         click.option("--epochs", type=click.IntRange(min=1)),
         click.option("--batch-size", type=click.IntRange(min=1)),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True)),

@@ -26,12 +26,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .engine import to_device
-from .config import Section, validate_options
+from .config import JobSpec, Section, validate_options
 from .registry import ParameterGroup
 from .seeding import sample_seed
 
 if TYPE_CHECKING:
     from .run import Run
+    from .task import DataBundle, Task
 
 
 class MethodOptions(Section):
@@ -55,6 +56,10 @@ class Method:
     @classmethod
     def from_spec(cls, raw_options: dict[str, Any]) -> Method:
         return cls(validate_options(cls.Options, raw_options, "method", cls.name))
+
+    def check(self, job: JobSpec, task: Task) -> None:
+        """Refuse, before any data is read, a job this method cannot serve (a task it does not apply to, a
+        teacher run that is missing or of another task). Called when the job is resolved."""
 
     def setup(self, run: Run, model: nn.Module) -> None:
         """Build what the method needs (a teacher from an earlier run, a discriminator sized to the
@@ -81,6 +86,11 @@ class Method:
         """The step's loss and its number of labelled samples; ``extras`` holds one batch of each
         extra stream, already on the device."""
         raise NotImplementedError
+
+    def report(self, run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
+        """Entries the method adds to metrics.json once the best weights are evaluated (``model`` holds them),
+        e.g. distillation's teacher-against-student block. Empty by default."""
+        return {}
 
     def on_step(self) -> None:
         """Called after each optimizer step."""

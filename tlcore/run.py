@@ -136,7 +136,7 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
     strategy = strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data
     strategy.check(plugins.registry)
-    method_class(plugins, job)
+    method_class(plugins, job).check(job, task)
     if architecture is not None and not strategy.forces_init:
         check_backbone_kept(job, architecture)
     check_augment_options(job, plugins.registry)
@@ -517,6 +517,7 @@ def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
             continue
         break  # early stopping
     run.metrics.update(finish(run, loop.model, prepared.data))
+    run.metrics.update(loop.method.report(run, loop.model, prepared.data))
     run.metrics["status"] = "completed"
     run.metrics["wall_seconds"] = _wall_seconds(loop)
     prepared.strategy.review(run, run.metrics.get("strategy_choice"))

@@ -13,12 +13,16 @@
 ``pretrained`` weight loader reads the checkpoint and returns it under the
 module's own names. Options: ``pooling`` (``mean`` over the attention mask, the
 default; ``cls``, the first token's hidden state; ``pooler``, the model's own
-pooler layer, e.g. BERT's tanh dense over [CLS]) and, for ``hf-auto``, ``path``.
+pooler layer, e.g. BERT's tanh dense over [CLS]), ``layers`` (keep only the first
+k transformer blocks: a smaller student for knowledge distillation that starts
+from the pretrained embeddings and first blocks; null, the default, keeps all)
+and, for ``hf-auto``, ``path``.
 
 Each backbone also offers its tokenizer (``TextBackbone.tokenizer(**options)``),
 with any fixed padding or truncation stored in ``tokenizer.json`` switched off:
 batches are padded to their own longest text and truncation is done, and
-counted, by the task.
+counted, by the task. ``layers`` does not change it: a student shares its
+teacher's tokenizer, hence its inputs.
 
 transformers is imported only when a backbone is built or loaded, so that
 loading the plugin stays cheap.
@@ -152,7 +156,8 @@ class TextEncoder(nn.Module):
         self.pooling = pooling
         self.source = source
         self.backbone_name = name
-        self.num_features = int(transformer.config.hidden_size)
+        config: Any = transformer.config
+        self.num_features = int(config.hidden_size)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = inputs["attention_mask"]
@@ -167,14 +172,38 @@ class TextEncoder(nn.Module):
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-def _options(name: str, options: dict[str, Any], takes_path: bool) -> tuple[str | None, str]:
+@dataclass(frozen=True)
+class EncoderOptions:
+    """A text backbone's checked options (``model.backbone_options``)."""
+
+    path: str | None
+    pooling: str
+    layers: int | None  # None: every layer of the model
+
+
+def _layers_error(name: str, layers: Any, most: int | None) -> ConfigError:
+    """``most`` is the model's num_hidden_layers where the config has been read."""
+    allowed = f"1..{most}" if most else "1..num_hidden_layers of the model's config"
+    return ConfigError(
+        f"backbone {name!r} takes layers = {allowed} (or null for all layers), got {layers!r}",
+        where="model.backbone_options.layers",
+        fix=f"give a whole number of transformer blocks to keep, {allowed}, e.g. "
+            f"--set model.backbone_options.layers=2, or leave layers unset (null) for the whole model",
+    )
+
+
+def _options(name: str, options: dict[str, Any], takes_path: bool) -> EncoderOptions:
+    """Checks what needs no config; the upper bound of ``layers`` is checked by :func:`build_encoder`."""
     options = dict(options)
     path = options.pop("path", None)
     pooling = options.pop("pooling", "mean")
+    layers = options.pop("layers", None)
     if options:
         raise ConfigError(f"backbone {name!r} does not take the option(s) {', '.join(sorted(options))}",
                           where="model.backbone_options",
-                          fix="options: pooling (mean | cls | pooler)" + (", path" if takes_path else ""))
+                          fix="options: pooling (mean | cls | pooler), layers" + (", path" if takes_path else ""))
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
+        raise _layers_error(name, layers, None)
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r} for backbone {name!r}",
                           where="model.backbone_options.pooling", fix=f"use one of: {', '.join(POOLINGS)}")
@@ -184,21 +213,45 @@ def _options(name: str, options: dict[str, Any], takes_path: bool) -> tuple[str 
     if not takes_path and path is not None:
         raise ConfigError(f"backbone {name!r} takes no path", where="model.backbone_options.path",
                           fix=f"to load another model use backbone {HF_AUTO!r} with that path")
-    return (str(path) if path is not None else None), pooling
+    return EncoderOptions(str(path) if path is not None else None, pooling, layers)
 
 
 def source_of(name: str, options: dict[str, Any]) -> str:
-    path, _ = _options(name, options, takes_path=name != MINILM)
-    return str(minilm_path()) if name == MINILM else path
+    path = _options(name, options, takes_path=name != MINILM).path
+    return str(minilm_path()) if name == MINILM else str(path)
+
+
+def keep_layers(name: str, config: Any, layers: int | None) -> None:
+    """``config`` cut to its first ``layers`` transformer blocks, in place (None: all of them).
+
+    The blocks keep their names (``encoder.layer.0``...), so that the ``pretrained``
+    loader fills a cut model from the full checkpoint; the range is only known here,
+    from the model's config.
+    """
+    if layers is None:
+        return
+    most = getattr(config, "num_hidden_layers", None)
+    if not isinstance(most, int) or most < 1:
+        raise ConfigError(f"backbone {name!r} cannot be cut to {layers} layers: its config has no "
+                          f"num_hidden_layers", where="model.backbone_options.layers",
+                          fix="leave layers unset (null) for this model")
+    if layers > most:
+        raise _layers_error(name, layers, most)
+    config.num_hidden_layers = layers
+    kinds = getattr(config, "layer_types", None)  # some configs list one attention kind per layer
+    if isinstance(kinds, list) and len(kinds) == most:
+        config.layer_types = kinds[:layers]
 
 
 def build_encoder(name: str, **options: Any) -> TextEncoder:
     """The architecture from its config, with random weights (no pretrained tensors are read)."""
     from transformers import AutoConfig, AutoModel
 
-    path, pooling = _options(name, options, takes_path=name != MINILM)
-    source = str(minilm_path()) if name == MINILM else path
+    checked = _options(name, options, takes_path=name != MINILM)
+    pooling = checked.pooling
+    source = str(minilm_path()) if name == MINILM else str(checked.path)
     config = from_source(AutoConfig, source, f"config of backbone {name!r}")
+    keep_layers(name, config, checked.layers)
     with quiet_transformers():
         try:  # BERT-style models have an optional pooler; without pooling=pooler it would never train
             model = AutoModel.from_config(config, add_pooling_layer=pooling == "pooler")
@@ -214,7 +267,11 @@ def build_encoder(name: str, **options: Any) -> TextEncoder:
 
 
 def load_pretrained(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
-    """Weight loader ``pretrained``: the checkpoint's tensors under ``module``'s names, all of them present."""
+    """Weight loader ``pretrained``: the checkpoint's tensors under ``module``'s names, all of them present.
+
+    A model cut by ``layers`` takes the embeddings, its first blocks and the pooler from the
+    full checkpoint; the later blocks' tensors are not among its names, so they are left out.
+    """
     from transformers import AutoModel
 
     if not isinstance(module, TextEncoder):
@@ -243,7 +300,10 @@ def load_pretrained(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
 
 
 def load_tokenizer(name: str, **options: Any):
-    """The backbone's tokenizer with fixed padding/truncation off and a usable ``model_max_length``."""
+    """The backbone's tokenizer with fixed padding/truncation off and a usable ``model_max_length``.
+
+    It takes the backbone's options; ``pooling`` and ``layers`` do not change it.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     source = source_of(name, options)
@@ -320,7 +380,8 @@ def parameter_groups(module: nn.Module) -> list[ParameterGroup]:
         take(pooler)
     block_ids = {id(p) for p in found[1].parameters()} if found else set()
     first_block = min((i for i, (_, p) in enumerate(model.named_parameters()) if id(p) in block_ids), default=0)
-    before, after = [], []
+    before: list[tuple[str, nn.Parameter]] = []
+    after: list[tuple[str, nn.Parameter]] = []
     for i, (pname, p) in enumerate(model.named_parameters()):
         if id(p) not in covered:
             (before if i < first_block else after).append((pname, p))
@@ -357,7 +418,9 @@ def text_backbones() -> list[TextBackbone]:
 
     return [
         make(MINILM, f"sentence-transformers all-MiniLM-L6-v2 (6-layer BERT, 384 features, mean pooling); "
-                     f"weights work offline (shipped by {MINILM_PACKAGE}); options: pooling"),
+                     f"weights work offline (shipped by {MINILM_PACKAGE}); options: pooling, and layers=1..6 "
+                     f"keeps the first layers, a smaller student for distillation"),
         make(HF_AUTO, "any Hugging Face encoder: options path (local folder or hub id; hub ids need network "
-                      "once) and pooling (mean | cls | pooler)"),
+                      "once), pooling (mean | cls | pooler) and layers=1..N (the first N blocks, a smaller "
+                      "student for distillation)"),
     ]

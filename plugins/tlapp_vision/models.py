@@ -1,7 +1,9 @@
 """Image backbones offered by the vision plugin: building them, their weights and parameter groups.
 
 * ``efficientnet_lite0``: timm's ``tf_efficientnet_lite0`` with real ImageNet
-  weights that work offline (:mod:`tlapp_vision.lite0_weights`).
+  weights that work offline (:mod:`tlapp_vision.lite0_weights`). Its option
+  ``stages`` (1..7) keeps only the first stages: a smaller student for knowledge
+  distillation that still starts from the pretrained stem and stages.
 * timm backbones (``resnet18``, ``resnet50``, ``convnext_tiny``, ``efficientnet_b0``,
   ``mobilenetv3_large_100``) and torchvision ones (``torchvision/resnet18``,
   ``torchvision/resnet50``) whose weights are downloaded on first use and cached
@@ -26,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlcore import (IMAGENET_MEAN, IMAGENET_STD, Backbone, ParameterGroup, PluginError, TlappError, fetch_pretrained,
-                    fetch_state_dict, huggingface_url, torch_hub_checkpoint)
+from tlcore import (IMAGENET_MEAN, IMAGENET_STD, Backbone, ConfigError, ParameterGroup, PluginError, TlappError,
+                    fetch_pretrained, fetch_state_dict, huggingface_url, torch_hub_checkpoint)
 
 from .lite0_weights import LITE0, LITE0_ARCH, LITE0_FEATURES, LITE0_MEAN, LITE0_PACKAGE, LITE0_STD, lite0_state_dict
 
@@ -52,6 +54,9 @@ TORCHVISION_BACKBONES: dict[str, tuple[str, dict[str, str], tuple[float, ...], t
 # What a user without network access can do instead of downloading weights.
 OFFLINE_ALTERNATIVES = (f"start from a local state dict with --init file:PATH, or from scratch with --init none; "
                         f"or use the backbone {LITE0!r}, whose ImageNet weights ship with the {LITE0_PACKAGE} package")
+
+# efficientnet_lite0 has 7 stages (blocks.0..6); the option ``stages`` keeps the first 1..7 of them.
+LITE0_STAGES = 7
 
 # Top-level containers whose children are stages of the network.
 STAGE_CONTAINERS = ("blocks", "stages", "layers", "features")
@@ -125,8 +130,47 @@ def build_torchvision(arch: str, name: str | None = None, **options: Any) -> nn.
     return model
 
 
+def lite0_stages(value: Any) -> int:
+    """The option ``stages`` of ``efficientnet_lite0``, checked: an int in 1..7, None (null) for all 7."""
+    if value is None:
+        return LITE0_STAGES
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LITE0_STAGES:
+        raise ConfigError(
+            f"backbone {LITE0!r} takes stages = 1..{LITE0_STAGES}, got {value!r}",
+            where="model.backbone_options.stages",
+            fix=f"give a whole number from 1 to {LITE0_STAGES} (the stages kept from the input side; "
+                f"{LITE0_STAGES}, the default, is the whole network), e.g. --set model.backbone_options.stages=5",
+        )
+    return value
+
+
+def keep_stages(model: nn.Module, stages: int) -> nn.Module:
+    """Cut a timm EfficientNet after its first ``stages`` stages, in place.
+
+    The kept modules keep their names (``conv_stem``, ``bn1``, ``blocks.0``...), so that
+    the pretrained loader fills them from the full network's tensors. ``conv_head`` and
+    ``bn2`` widen the last stage's output for the classifier; fed a shorter network they
+    would not fit, so they become ``nn.Identity`` and timm's ``forward_features`` /
+    ``forward_head`` give the global average pool of the last kept stage.
+    """
+    net: Any = model  # timm's attributes, untyped
+    if stages == len(net.blocks):
+        return model
+    net.blocks = net.blocks[:stages]
+    net.conv_head = nn.Identity()
+    net.bn2 = nn.Identity()
+    width = int(net.blocks[-1][-1].feature_info("bottleneck")["num_chs"])
+    net.num_features = net.head_hidden_size = width
+    # timm's record of the feature maps (used by forward_intermediates) must not name dropped stages.
+    net.feature_info = [f for f in net.feature_info if f["stage"] <= stages]
+    net.stage_ends = [f["stage"] for f in net.feature_info]
+    return model
+
+
 def build_lite0(**options: Any) -> nn.Module:
-    return build_timm(LITE0_ARCH, name=LITE0, **options)
+    """``efficientnet_lite0``; ``stages`` < 7 keeps only the first stages (a student for distillation)."""
+    stages = lite0_stages(options.pop("stages", None))
+    return keep_stages(build_timm(LITE0_ARCH, name=LITE0, **options), stages)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +223,7 @@ def find_cached_timm(arch: str) -> str | None:
         try:
             from huggingface_hub import try_to_load_from_cache
         except ImportError:
-            try_to_load_from_cache = None
+            try_to_load_from_cache = None  # type: ignore[assignment]
         if try_to_load_from_cache is not None:
             repo, _, revision = cfg.hf_hub_id.partition("@")
             names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
@@ -302,7 +346,8 @@ def lite0_backbone() -> Backbone:
         mean=LITE0_MEAN,
         std=LITE0_STD,
         description=(f"EfficientNet-Lite0 (timm {LITE0_ARCH}), {LITE0_FEATURES} features, 224 px; "
-                     f"ImageNet weights work offline (shipped by {LITE0_PACKAGE})"),
+                     f"ImageNet weights work offline (shipped by {LITE0_PACKAGE}); "
+                     f"option stages=1..{LITE0_STAGES} keeps the first stages, a smaller student for distillation"),
     )
 
 
