@@ -7,7 +7,7 @@ from .augmentation import build_augmentation
 from .baseline import ClassicalInputs
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .classification import (ClassificationEvaluator, ClassificationModel, ClassificationTask, ClassifierSpec,
-                             build_classifier, predict_probabilities)
+                             HeadSpec, build_classifier, predict_probabilities)
 from .config import JobSpec, ModelSpec, Section
 from .downloads import (fetch_pretrained, fetch_state_dict, huggingface_url, offline_flag, torch_hub_checkpoint,
                         unreachable)
@@ -20,6 +20,8 @@ from .predictions import write_predictions
 from .preview import image_grid
 from .registry import Backbone, Catalog, Entry, ParameterGroup, Registry
 from .methods import Method, MethodOptions, Supervised, seeded_loader
+from .multitask import (MISSING, MultiTaskEvaluator, MultiTaskModel, TaskHeads, TaskLabels, UncertaintyWeighting,
+                        multitask_targets, predict_task_probabilities, prediction_columns, task_predictions)
 from .seeding import EpochSeeded, sample_seed
 from .splits import missing_class_warnings, small_split_warning, take_covering
 from .strategies import Phase, Strategy, StrategyOptions
@@ -29,6 +31,7 @@ from .run import Run
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MISSING",
     "Backbone",
     "BackboneHeadModel",
     "Catalog",
@@ -42,12 +45,15 @@ __all__ = [
     "DataBundle",
     "DataError",
     "Entry",
+    "HeadSpec",
     "EpochSeeded",
     "Evaluator",
     "JobSpec",
     "Method",
     "MethodOptions",
     "ModelSpec",
+    "MultiTaskEvaluator",
+    "MultiTaskModel",
     "ParameterGroup",
     "Phase",
     "PluginError",
@@ -58,9 +64,12 @@ __all__ = [
     "StrategyOptions",
     "Supervised",
     "Task",
+    "TaskHeads",
+    "TaskLabels",
     "TlappError",
     "TrainingError",
     "TransferModel",
+    "UncertaintyWeighting",
     "atomic_write_bytes",
     "atomic_write_text",
     "build_augmentation",
@@ -73,13 +82,17 @@ __all__ = [
     "input_files",
     "inside_root",
     "missing_class_warnings",
+    "multitask_targets",
     "offline_flag",
     "predict_probabilities",
+    "predict_task_probabilities",
+    "prediction_columns",
     "require_modules",
     "sample_seed",
     "seeded_loader",
     "small_split_warning",
     "take_covering",
+    "task_predictions",
     "torch_hub_checkpoint",
     "unreachable",
     "write_predictions",

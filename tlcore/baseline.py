@@ -65,6 +65,8 @@ def classical_baseline(task: Task, job: JobSpec, data: DataBundle, context: Cont
     """The baseline's final metrics (with intervals) on the split the runs are evaluated on, how it was
     made, and its resamples; None when the task offers no baseline for this job."""
     split, _ = data.evaluation_split()
+    if isinstance(data.num_outputs, dict):  # a multi-task bundle: the baseline is one logistic regression
+        return None
     offer = getattr(task, "classical_inputs", None)
     inputs = offer(job, data, split) if offer is not None else None
     if inputs is None:

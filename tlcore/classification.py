@@ -2,31 +2,53 @@
 
 A domain plugin subclasses ``ClassificationTask`` and supplies data and
 predictions; model assembly (backbone + head), loss and metrics live here.
+With ``model.heads`` a job learns several tasks on one backbone: see ``tlcore.multitask``.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from collections.abc import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from .baseline import ClassicalInputs
-from .config import JobSpec, ModelSpec
+from .config import JobSpec, ModelSpec, Section
 from .engine import to_device
 from .errors import ConfigError
 from .registry import ParameterGroup
 from .task import Context, DataBundle, Evaluator, Task
 
+if TYPE_CHECKING:
+    from .multitask import MultiTaskModel
+
 DEFAULT_METRICS = ["accuracy", "f1_macro", "auroc", "auroc_per_class", "sensitivity", "specificity",
                    "precision_per_class", "recall_per_class", "f1_per_class", "confusion_matrix"]
 # Metrics about one class against the rest; the evaluator hands their factories ``positive_class``.
 POSITIVE_CLASS_METRICS = frozenset({"sensitivity", "specificity"})
+
+
+class HeadSpec(Section):
+    """One task's head and options under ``model.heads.<task>``; a bare name is short for ``{head: NAME}``.
+
+    An option left out (null) is the top-level ``model`` option of the same name, so ``model.metrics`` or
+    ``model.multilabel`` given once apply to every task; ``head_options`` is ``model.head_options`` only when
+    the task's head is ``model.head`` (options belong to a head). ``positive_class`` names one of this task's
+    classes, so it is never taken from the top level."""
+
+    head: str | None = Field(None, description="registered head name; null: model.head")
+    head_options: dict[str, Any] | None = None
+    multilabel: bool | None = Field(None, description="several labels per sample in this task's column")
+    threshold: float | None = Field(None, gt=0, lt=1)
+    metrics: list[str] | None = None
+    label_smoothing: float | None = Field(None, ge=0, lt=1)
+    positive_class: str | None = Field(None, description="the class this task's sensitivity and specificity are "
+                                                         "about; null: as model.positive_class decides for one task")
 
 
 class ClassifierSpec(ModelSpec):
@@ -37,47 +59,65 @@ class ClassifierSpec(ModelSpec):
     positive_class: str | None = Field(None, description="the class sensitivity and specificity are about; null: "
                                                          "for two classes, the one not named like a negative "
                                                          "class (e.g. normal), else asked for")
+    heads: dict[str, HeadSpec] = Field(default_factory=dict,
+                                       description="multi-task: one head per task (label column), {task: head name "
+                                                   "| {head, head_options, multilabel, threshold, metrics, "
+                                                   "label_smoothing, positive_class}}; empty: one task")
+
+    @field_validator("heads", mode="before")
+    @classmethod
+    def _head_shorthands(cls, value: Any) -> Any:
+        """``{finding: linear}`` is ``{finding: {head: linear}}``; a list of task names gives each the top-level
+        head; null is no heads."""
+        if value is None:
+            return {}
+        if isinstance(value, list):
+            return {name: {} for name in value}
+        if isinstance(value, dict):
+            return {name: ({"head": spec} if isinstance(spec, str) else {} if spec is None else spec)
+                    for name, spec in value.items()}
+        return value
 
 
-def _plain(name: str) -> str:
+def plain_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
 def resolve_positive_class(spec: ClassifierSpec, class_names: list[str],
-                           negative_names: Collection[str] = ()) -> str | None:
+                           negative_names: Collection[str] = (), where: str = "model") -> str | None:
     """The class sensitivity and specificity are about: ``model.positive_class``, else for two classes the one
     whose name is not in ``negative_names`` (case and separators ignored: "No Finding" is "no_finding"). None
     when no class is meant (multi-label, or more than two classes, or neither metric requested).
 
     Guessing by class index would make the sensitivity of a "nodule, normal" task the recall of "normal", so a
-    binary task that cannot tell asks, but only when those metrics are requested."""
+    binary task that cannot tell asks, but only when those metrics are requested. ``where`` is the spec
+    section messages name (``model.heads.<task>`` for one task of a multi-task job)."""
     chosen = spec.positive_class
+    option = f"{where}.positive_class"
     if chosen is not None:
         if spec.multilabel:
-            raise ConfigError("model.positive_class applies to single-label classification",
-                              where="model.positive_class",
+            raise ConfigError(f"{option} applies to single-label classification", where=option,
                               fix="drop it: multi-label sensitivity and specificity are averaged over labels")
         if chosen not in class_names:
-            close = [c for c in class_names if _plain(c) == _plain(chosen)] or \
+            close = [c for c in class_names if plain_name(c) == plain_name(chosen)] or \
                 difflib.get_close_matches(chosen, class_names, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(f"positive class {chosen!r} is not one of the classes: {', '.join(class_names)}",
-                              where="model.positive_class",
-                              fix=f"{hint}set --set model.positive_class=NAME with one of those names")
+                              where=option, fix=f"{hint}set --set {option}=NAME with one of those names")
         return chosen
     if spec.multilabel or len(class_names) != 2 or not POSITIVE_CLASS_METRICS & set(spec.metrics):
         return None
-    negatives = {_plain(n) for n in negative_names}
-    candidates = [c for c in class_names if _plain(c) not in negatives]
+    negatives = {plain_name(n) for n in negative_names}
+    candidates = [c for c in class_names if plain_name(c) not in negatives]
     if len(candidates) == 1:
         return candidates[0]
     raise ConfigError(f"sensitivity and specificity need a positive class, and the class names "
                       f"{', '.join(class_names)} do not say which it is"
                       + (f" (exactly one would be named like a negative class: {', '.join(sorted(negative_names))})"
                          if negative_names else ""),
-                      where="model.positive_class",
-                      fix=f"name it: --set model.positive_class=NAME (one of: {', '.join(class_names)}), "
-                          "or drop sensitivity and specificity from model.metrics")
+                      where=option,
+                      fix=f"name it: --set {option}=NAME (one of: {', '.join(class_names)}), "
+                          f"or drop sensitivity and specificity from {where}.metrics")
 
 
 class ClassificationModel(nn.Module):
@@ -99,20 +139,32 @@ class ClassificationModel(nn.Module):
         return [*self._backbone_groups(self.backbone), ParameterGroup("head", [self.head], is_head=True)]
 
 
-def build_classifier(job: JobSpec, num_outputs: int, context: Context) -> ClassificationModel:
-    backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
-    try:
-        module = backbone.build(**job.model.backbone_options)
-    except TypeError as exc:
-        raise ConfigError(f"bad model.backbone_options for {backbone.name}: {exc}",
-                          where="model.backbone_options") from None
+def build_classifier(job: JobSpec, num_outputs: int | dict[str, int],
+                     context: Context) -> ClassificationModel | MultiTaskModel:
+    """Backbone plus head with random weights; with ``model.heads``, one head per task (``num_outputs`` then
+    maps each task to its number of outputs, as the task's DataBundle does)."""
+    if getattr(job.model, "heads", None) or isinstance(num_outputs, dict):
+        from .multitask import build_multitask_classifier
+
+        return build_multitask_classifier(job, num_outputs, context)
+    module = build_backbone(job, context)
     head_entry = context.registry.heads.get_or_fail(job.model.head, where="model.head")
     try:
         head = head_entry.factory(module.num_features, num_outputs, **job.model.head_options)
     except TypeError as exc:
         raise ConfigError(f"bad model.head_options for head {job.model.head!r}: {exc}",
                           where="model.head_options") from None
-    return ClassificationModel(module, head, backbone.parameter_groups)
+    return ClassificationModel(module, head, context.registry.backbones[job.model.backbone].parameter_groups)
+
+
+def build_backbone(job: JobSpec, context: Context) -> nn.Module:
+    """``model.backbone`` built with ``model.backbone_options``, random weights."""
+    backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
+    try:
+        return backbone.build(**job.model.backbone_options)
+    except TypeError as exc:
+        raise ConfigError(f"bad model.backbone_options for {backbone.name}: {exc}",
+                          where="model.backbone_options") from None
 
 
 class ClassificationEvaluator(Evaluator):
@@ -125,17 +177,19 @@ class ClassificationEvaluator(Evaluator):
     binary task (see :func:`resolve_positive_class`).
 
     Probabilities, targets and losses are kept per sample, so that ``resample`` can recompute every metric
-    on a bootstrap resample of the split."""
+    on a bootstrap resample of the split. ``where`` is the spec section messages name (``model.heads.<task>``
+    when the evaluator measures one task of a multi-task job, see ``tlcore.multitask``)."""
 
-    def __init__(self, job: JobSpec, data: DataBundle, context: Context, negative_names: Collection[str] = ()):
+    def __init__(self, job: JobSpec, data: DataBundle, context: Context, negative_names: Collection[str] = (),
+                 where: str = "model"):
         spec = cast(ClassifierSpec, job.model)
         self.multilabel = spec.multilabel
-        self.class_names = data.class_names
-        self.positive_class = resolve_positive_class(spec, self.class_names, negative_names)
+        self.class_names = cast(list[str], data.class_names)
+        self.positive_class = resolve_positive_class(spec, self.class_names, negative_names, where)
         n = data.num_outputs
         self.metrics = {}
         for name in spec.metrics:
-            factory = context.registry.metrics.get_or_fail(name, where="model.metrics").factory
+            factory = context.registry.metrics.get_or_fail(name, where=f"{where}.metrics").factory
             about = ({"positive_class": self.class_names.index(self.positive_class)}
                      if self.positive_class is not None and name in POSITIVE_CLASS_METRICS else {})
             self.metrics[name] = factory(num_classes=n, multilabel=self.multilabel, threshold=spec.threshold,
@@ -147,7 +201,10 @@ class ClassificationEvaluator(Evaluator):
 
     def update(self, model: nn.Module, batch: Any) -> None:
         inputs, target = batch
-        logits = model(inputs).float()
+        self.add(model(inputs).float(), target)
+
+    def add(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Take a batch's logits (float) and targets."""
         self.losses.append(classification_loss_from_logits(logits, target, self.multilabel, per_sample=True).cpu())
         self.probs.append((torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)).cpu())
         self.targets.append(target.cpu().long())
@@ -218,11 +275,18 @@ class ClassificationTask(Task):
     # Class names that mean "nothing found" in this domain (compared ignoring case and separators); with two
     # classes, the other one is the positive class by default.
     negative_class_names: frozenset[str] = frozenset()
+    # True once the task's build_data can yield one target per task (see tlcore.multitask for the contract);
+    # a task without it refuses model.heads before any data is read.
+    supports_multitask: ClassVar[bool] = False
 
-    def build_model(self, job: JobSpec, num_outputs: int, context: Context) -> nn.Module:
+    def build_model(self, job: JobSpec, num_outputs: int | dict[str, int], context: Context) -> nn.Module:
         return build_classifier(job, num_outputs, context)
 
     def loss_function(self, job: JobSpec) -> Callable[[nn.Module, Any], tuple[torch.Tensor, int]]:
+        if self.task_specs(job):
+            from .multitask import multitask_loss
+
+            return multitask_loss(job)
         spec = cast(ClassifierSpec, job.model)
         multilabel, smoothing = spec.multilabel, spec.label_smoothing
 
@@ -233,10 +297,42 @@ class ClassificationTask(Task):
         return loss
 
     def evaluator(self, job: JobSpec, data: DataBundle, context: Context) -> Evaluator:
+        if self.task_specs(job) or isinstance(data.class_names, dict):
+            from .multitask import MultiTaskEvaluator
+
+            return MultiTaskEvaluator(job, data, context, self.negative_class_names)
         return ClassificationEvaluator(job, data, context, self.negative_class_names)
 
     def metric_names(self, job: JobSpec) -> list[str] | None:
+        """``loss`` and ``model.metrics``; for a multi-task job also each task's as ``<task>.<metric>``."""
+        specs = self.task_specs(job)
+        if specs:
+            from .multitask import multitask_metric_names
+
+            return multitask_metric_names(specs)
         return ["loss", *cast(ClassifierSpec, job.model).metrics]
+
+    def task_specs(self, job: JobSpec, columns: Sequence[str] | None = None,
+                   where: str = "data.label_columns") -> dict[str, ClassifierSpec]:
+        """Each task's options as a single-task spec (``model.heads`` with the top-level fallbacks), by task;
+        empty for a single-task job. A ConfigError for ``model.heads`` on a task that does not support them,
+        and for task names that are misspelt; given the data's label ``columns`` (named by the option
+        ``where``), ``model.heads`` must name exactly those. See ``tlcore.multitask.task_specs``."""
+        from .multitask import task_specs
+
+        if getattr(job.model, "heads", None) and not self.supports_multitask:
+            raise ConfigError(f"task {self.name!r} does not offer multi-task learning: it reads one label per "
+                              "sample", where="model.heads",
+                              fix="drop model.heads (and train.task_weights) to train its single task")
+        return task_specs(job, columns, where)
+
+    def check_tasks(self, job: JobSpec, tasks: Sequence[Any], train_targets: Any) -> dict[str, int]:
+        """Call from ``build_data`` of a multi-task job: every task has classes and labelled training samples,
+        and its positive class is known. Returns the labelled training samples per task (for the data
+        summary). See ``tlcore.multitask.check_tasks``."""
+        from .multitask import check_tasks
+
+        return check_tasks(job, tasks, train_targets, self.negative_class_names)
 
     def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
         """Inputs of ``tlapp compare``'s classical baseline: features that owe nothing to pretraining for the
@@ -245,12 +341,22 @@ class ClassificationTask(Task):
         return None
 
     @staticmethod
-    def target_name(target: torch.Tensor, class_names: list[str]) -> str:
+    def target_name(target: torch.Tensor | dict[str, torch.Tensor],
+                    class_names: list[str] | dict[str, list[str]]) -> str:
         """A target as people read it: its class name, or a multi-hot target's positive classes joined by +
-        (for captions, e.g. in ``Task.preview``)."""
+        (for captions, e.g. in ``Task.preview``); a multi-task target (one sample's dict) as ``task: name``
+        per task, ``-`` where the sample has no label for the task."""
+        if isinstance(target, dict):
+            from .multitask import MISSING
+
+            names = cast(dict[str, list[str]], class_names)
+            return ", ".join(f"{task}: " + ("-" if bool((t == MISSING).all()) else
+                                            ClassificationTask.target_name(t, names[task]))
+                             for task, t in target.items())
+        names_of = cast(list[str], class_names)
         if target.dim() == 0:
-            return class_names[int(target)]
-        return "+".join(c for c, v in zip(class_names, target.tolist()) if v > 0.5) or "(none)"
+            return names_of[int(target)]
+        return "+".join(c for c, v in zip(names_of, target.tolist()) if v > 0.5) or "(none)"
 
     def positive_class(self, job: JobSpec, class_names: list[str]) -> str | None:
         """The class sensitivity and specificity will be about; a ConfigError when it must be named. Call it

@@ -20,7 +20,7 @@ from .checkpoint import atomic_write_text
 from .directories import prepare_output
 from .errors import ConfigError
 from .baseline import NAME, classical_baseline
-from .intervals import RESAMPLES_FILE, Bootstrap, shown
+from .intervals import RESAMPLES_FILE, Bootstrap, flatten_tasks, shown
 from .plugins import Plugins
 from .run import execute, log, resolve_job
 from .task import Context, DataBundle, Task
@@ -102,7 +102,9 @@ def baselines(built: list[tuple[int | None, Task, cfg.JobSpec, DataBundle, Conte
 
 def _row(strategy: str, fold: int | None, directory: Path, final: dict[str, Any], wall_seconds: float,
          samples_per_second: float | None, **about: Any) -> dict[str, Any]:
-    """One row of the comparison: a run's (or the baseline's) scalar final metrics and their intervals."""
+    """One row of the comparison: a run's (or the baseline's) scalar final metrics and their intervals (a
+    multi-task run's per task as ``<task>.<metric>``)."""
+    final = flatten_tasks(final)
     return {"strategy": strategy, "fold": fold, "directory": str(directory), **about,
             "metrics": {k: v for k, v in final.items() if _scalar(v)},
             "intervals": {k[:-3]: v for k, v in final.items() if k.endswith("_ci") and isinstance(v, list)},

@@ -91,7 +91,9 @@ class TrainSpec(Section):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     clip_grad_norm: float | None = Field(1.0, gt=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    monitor: str = Field("loss", description="validation metric that picks best.pt and drives early stopping")
+    monitor: str = Field("loss", description="validation metric that picks best.pt and drives early stopping; "
+                                             "in a multi-task job (model.heads) a metric's mean over the tasks "
+                                             "(auroc) or one task's (finding.auroc)")
     monitor_mode: Literal["min", "max"] = "min"
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds Python, numpy and torch (0 to 2**32-1)")
@@ -100,6 +102,12 @@ class TrainSpec(Section):
     channels_last: bool = False
     num_workers: int = Field(0, ge=0)
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; null: torch's default")
+    task_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="multi-task jobs (model.heads), train.task_weighting fixed: each task's "
+                                          "weight in the summed loss; a task not named weighs 1")
+    task_weighting: Literal["fixed", "uncertainty"] = Field(
+        "fixed", description="multi-task jobs: fixed (train.task_weights) | uncertainty (weights learned from each "
+                             "task's noise, Kendall, Gal and Cipolla 2018)")
     feature_cache: bool = Field(True, description="head-only phases without augmentation train on cached features")
     preview_batches: int = Field(2, ge=0, le=16, description="the first training batches a new run draws, as "
                                                              "the model receives them, in train_batch<i>.png (or "
@@ -348,6 +356,9 @@ def _config_error(spec_cls: type[BaseModel], exc: ValidationError, source: str) 
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     current: Any = model
     for part in loc:
+        if get_origin(current) is dict:  # e.g. model.heads.<task>: the part is a key, the section its value
+            current = get_args(current)[1]
+            continue
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
             return []

@@ -82,7 +82,8 @@ def extract_features(model: BackboneHeadModel, dataset, batch_size: int, collate
                      precision: Precision, device: torch.device) -> TensorDataset:
     was_training = model.backbone.training
     model.backbone.eval()
-    features, targets = [], []
+    features: list[torch.Tensor] = []
+    targets: list[Any] = []  # tensors, or for a multi-task dataset dicts task -> tensor
     # Its own generator: extracting must not move the global RNG, or a resumed run (which extracts
     # at a later epoch) would draw different dropout masks than an uninterrupted one.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
@@ -91,6 +92,21 @@ def extract_features(model: BackboneHeadModel, dataset, batch_size: int, collate
         with precision.autocast(device):
             out = model.backbone(to_device(inputs, device))
         features.append(out.float().cpu())
-        targets.append(torch.as_tensor(target))
+        targets.append({task: torch.as_tensor(t) for task, t in target.items()} if isinstance(target, dict)
+                       else torch.as_tensor(target))
     model.backbone.train(was_training)
+    if targets and isinstance(targets[0], dict):  # a multi-task batch's targets: a tensor per task
+        return TaskFeatures(torch.cat(features), {task: torch.cat([t[task] for t in targets]) for task in targets[0]})
     return TensorDataset(torch.cat(features), torch.cat(targets))
+
+
+class TaskFeatures(TensorDataset):
+    """Cached features with a multi-task target: items are (features, {task: target}), as the data's were."""
+
+    def __init__(self, features: torch.Tensor, targets: dict[str, torch.Tensor]):
+        super().__init__(features, *targets.values())
+        self.tasks = list(targets)
+
+    def __getitem__(self, index):
+        features, *targets = super().__getitem__(index)
+        return features, dict(zip(self.tasks, targets))

@@ -8,6 +8,9 @@ together, so the interval is not narrowed by counting one patient's images as se
 
 The resamples depend only on the number of groups and ``evaluation.seed``, so runs evaluated on the same split
 draw the same resamples: ``compare`` pairs them to put an interval on the difference between two runs.
+
+A multi-task result (see ``tlcore.multitask``) holds each task's metrics in a dict under the task's name, the
+names listed under ``tasks``: its numbers are ``<task>.<name>`` here, and a task's intervals go into its dict.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .task import Evaluator
 
 RESAMPLES_FILE = "bootstrap.json"  # in the run directory: every metric's value on every resample
 # Keys of an evaluator's result that describe the metrics rather than being one.
-ABOUT_METRICS = frozenset({"undefined", "undefined_classes", "averaged_over", "bootstrap"})
+ABOUT_METRICS = frozenset({"undefined", "undefined_classes", "averaged_over", "bootstrap", "tasks"})
 
 
 @dataclass
@@ -73,17 +76,41 @@ class Bootstrap:
             return None
 
 
+def task_results(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-task results of a multi-task metrics dict, by task; empty for a single-task one."""
+    tasks = metrics.get("tasks")
+    if not isinstance(tasks, list):
+        return {}
+    return {task: metrics[task] for task in tasks if isinstance(metrics.get(task), dict)}
+
+
+def flatten_tasks(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with each task's results spread out as ``<task>.<name>`` keys, as ``train.monitor``, the
+    history and ``compare`` name them (``finding.auroc``); a single-task dict is returned as it is."""
+    tasks = task_results(metrics)
+    if not tasks:
+        return metrics
+    out = {name: value for name, value in metrics.items() if name not in tasks}
+    for task, result in tasks.items():
+        out.update({f"{task}.{name}": value for name, value in result.items()})
+    return out
+
+
 def numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """The numbers a metrics dict holds, per-class dicts flattened to ``name.key``; None where undefined."""
+    """The numbers a metrics dict holds, per-class dicts flattened to ``name.key`` and a task's numbers to
+    ``task.name``; None where undefined."""
     out: dict[str, float | None] = {}
+    tasks = task_results(metrics)
     for name, value in metrics.items():
-        if name in ABOUT_METRICS:
+        if name in ABOUT_METRICS or name in tasks:
             continue
         if isinstance(value, dict):
             if value and all(v is None or _is_number(v) for v in value.values()):
                 out.update({f"{name}.{key}": _finite(v) for key, v in value.items()})
         elif value is None or _is_number(value):
             out[name] = _finite(value)
+    for task, result in tasks.items():
+        out.update({f"{task}.{name}": v for name, v in numbers(result).items()})
     return out
 
 
@@ -118,18 +145,33 @@ def bootstrap(evaluator: Evaluator, groups: Sequence[Hashable] | None, samples: 
 
 def with_intervals(metrics: dict[str, Any], boot: Bootstrap) -> dict[str, Any]:
     """``metrics`` with ``<name>_ci`` ([low, high] or null) beside every number it holds that is defined,
-    per-class dicts getting a dict of intervals, and ``bootstrap`` saying how they were made."""
-    out = dict(metrics)
-    for name, value in metrics.items():
-        if name in ABOUT_METRICS:
-            continue
-        if isinstance(value, dict) and any(f"{name}.{key}" in boot.values for key in value):
-            out[f"{name}_ci"] = {key: boot.interval(f"{name}.{key}") if value[key] is not None else None
-                                 for key in value}
-        elif _is_number(value) and name in boot.values:
-            out[f"{name}_ci"] = boot.interval(name)
-    undefined_in = {name: n for name in boot.values if "." not in name and (n := boot.undefined_in(name))}
+    per-class dicts getting a dict of intervals, each task's inside its own dict, and ``bootstrap`` saying how
+    they were made."""
+    out = _with_intervals(metrics, boot, "")
+    tasks = task_results(metrics)
+
+    def is_metric(name: str) -> bool:  # not one class of a per-class metric
+        first, _, rest = name.partition(".")
+        return not rest or (first in tasks and "." not in rest)
+
+    undefined_in = {name: n for name in boot.values if is_metric(name) and (n := boot.undefined_in(name))}
     out["bootstrap"] = {**boot.about(), **({"undefined_in": undefined_in} if undefined_in else {})}
+    return out
+
+
+def _with_intervals(metrics: dict[str, Any], boot: Bootstrap, prefix: str) -> dict[str, Any]:
+    out = dict(metrics)
+    tasks = task_results(metrics)
+    for name, value in metrics.items():
+        if name in ABOUT_METRICS or name in tasks:
+            continue
+        key = prefix + name
+        if isinstance(value, dict) and any(f"{key}.{k}" in boot.values for k in value):
+            out[f"{name}_ci"] = {k: boot.interval(f"{key}.{k}") if value[k] is not None else None for k in value}
+        elif _is_number(value) and key in boot.values:
+            out[f"{name}_ci"] = boot.interval(key)
+    for task, result in tasks.items():
+        out[task] = _with_intervals(result, boot, f"{task}.")
     return out
 
 
@@ -152,14 +194,21 @@ def add_intervals(metrics: dict[str, Any], evaluator: Evaluator, groups: Sequenc
 
 def shown(metrics: dict[str, Any]) -> str:
     """The numbers of a metrics dict for one line of a log or console: ``auroc 0.9183 [0.8102, 0.9871]``,
-    ``n/a`` for an undefined value."""
+    ``n/a`` for an undefined value; a multi-task result's means, then each task's (``finding.auroc ...``)."""
+    parts = _shown(metrics, "")
+    for task, result in task_results(metrics).items():
+        parts.extend(_shown(result, f"{task}."))
+    return ", ".join(parts)
+
+
+def _shown(metrics: dict[str, Any], prefix: str) -> list[str]:
     parts = []
     for name, value in metrics.items():
         if name in ABOUT_METRICS or name.endswith("_ci") or not (value is None or _is_number(value)):
             continue
         if value is None:
-            parts.append(f"{name} n/a")
+            parts.append(f"{prefix}{name} n/a")
             continue
         ci = metrics.get(f"{name}_ci")
-        parts.append(f"{name} {value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if isinstance(ci, list) else ""))
-    return ", ".join(parts)
+        parts.append(f"{prefix}{name} {value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if isinstance(ci, list) else ""))
+    return parts

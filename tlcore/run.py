@@ -34,7 +34,7 @@ from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
 from .errors import ConfigError, TlappError
 from .features import FeatureCache, HeadOnly, cache_decision
-from .intervals import RESAMPLES_FILE, Bootstrap, add_intervals, shown
+from .intervals import RESAMPLES_FILE, Bootstrap, add_intervals, flatten_tasks, shown
 from .methods import ExtraStreams, Method
 from .plugins import Plugins
 from .preview import write_previews
@@ -659,7 +659,8 @@ def _cache_decision(loop: Loop, phase: Phase) -> tuple[bool, str]:
 def train_and_validate(loop: Loop, phase: Phase, epoch: int, description: str) -> tuple[dict[str, Any],
                                                                                      dict[str, Any]]:
     """Train one epoch of ``phase`` (on cached features where the phase allows) and validate: the epoch's
-    training statistics and validation metrics, which hold ``train.monitor``."""
+    training statistics and validation metrics, which hold ``train.monitor``. A multi-task job's metrics come
+    spread out as ``<task>.<metric>`` (``finding.auroc``), so a monitor and the history name them that way."""
     run, job, model = loop.run, loop.job, loop.model
     data, optimizer = run.built_data, loop.optimizer
     assert optimizer is not None  # begin_phase made it
@@ -684,8 +685,8 @@ def train_and_validate(loop: Loop, phase: Phase, epoch: int, description: str) -
                             channels_last=job.train.channels_last, on_step=loop.method.on_step,
                             description=description)
     stats["feature_cache"] = use_cache
-    val = evaluate(stepped, run.task.evaluator(job, data, run.context), val_batches, run.precision,
-                   run.context.device, job.train.channels_last)
+    val = flatten_tasks(evaluate(stepped, run.task.evaluator(job, data, run.context), val_batches, run.precision,
+                                 run.context.device, job.train.channels_last))
     if job.train.monitor not in val:
         raise ConfigError(f"train.monitor {job.train.monitor!r} is not a validation metric",
                           fix=f"choose one of: {', '.join(k for k, v in val.items() if _scalar(v))}")

@@ -25,13 +25,17 @@ class DataBundle:
 
     ``summary`` goes into metrics.json as ``data``: counts, skipped files, class
     balance; nothing identifying.
+
+    ``num_outputs`` and ``class_names`` describe the targets: an int and a list for one task; for a
+    multi-task bundle (several label columns, see ``tlcore.multitask``) dicts task -> int and task -> class
+    names, in the order of the tasks.
     """
 
     train: Dataset
     val: Dataset
     test: Dataset | None
-    num_outputs: int
-    class_names: list[str] = field(default_factory=list)
+    num_outputs: int | dict[str, int]
+    class_names: list[str] | dict[str, list[str]] = field(default_factory=list)
     collate_fn: Callable | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     # batch_sampler(dataset, batch_size, generator) -> a sampler of index lists, for tasks that batch by
@@ -160,8 +164,9 @@ class Task:
         """Read and validate the data named by ``job.data``; fail with DataError on bad input."""
         raise NotImplementedError
 
-    def build_model(self, job: JobSpec, num_outputs: int, context: Context) -> nn.Module:
-        """Build the network with random weights (the engine transfers weights afterwards).
+    def build_model(self, job: JobSpec, num_outputs: int | dict[str, int], context: Context) -> nn.Module:
+        """Build the network with random weights (the engine transfers weights afterwards); ``num_outputs`` is
+        the DataBundle's (by task for a multi-task bundle).
 
         It must have ``parameter_groups() -> list[ParameterGroup]`` and a ``backbone``
         attribute, the part the backbone's pretrained weights apply to.

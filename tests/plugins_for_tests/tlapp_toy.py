@@ -1,15 +1,18 @@
-"""A tiny third-party-style plugin used by the core tests: vectors, an MLP backbone, one task."""
+"""A tiny third-party-style plugin used by the core tests: vectors, an MLP backbone, one task (several label
+columns with ``data.label_columns``, for multi-task learning)."""
 
 from __future__ import annotations
 
+import difflib
 import os
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from tlcore import (Backbone, ClassicalInputs, ClassificationTask, DataBundle, EpochSeeded, Method, MethodOptions,
-                    ParameterGroup, Section, Strategy, hookimpl, sample_seed, seeded_loader)
+from tlcore import (Backbone, ClassicalInputs, ClassificationTask, ConfigError, DataBundle, EpochSeeded, Method,
+                    MethodOptions, ParameterGroup, Section, Strategy, TaskLabels, hookimpl, multitask_targets,
+                    sample_seed, seeded_loader)
 
 
 class Noisy(EpochSeeded, Dataset):
@@ -57,12 +60,39 @@ class ToyData(Section):
     path: str | None = None
     n: int = 64
     dim: int = 8
+    label_columns: list[str] | None = None  # multi-task: some of TOY_COLUMNS; null: one label, the blob
+
+
+# The label columns of the toy's table: which blob a vector comes from (a, b), the sign of its second coordinate
+# (neg, pos), and which of its first two coordinates are large (x0, x1: multi-label, possibly none).
+TOY_COLUMNS = ("blob", "sign", "parts")
+
+
+def toy_cells(x, y, i):
+    """Sample ``i``'s raw label cells, some left empty as in a partly labelled table."""
+    return {"blob": None if i % 7 == 3 else "ab"[int(y[i])],
+            "sign": None if i % 4 == 1 else ("pos" if x[i, 1] > 0 else "neg"),
+            "parts": None if i % 5 == 2 else [f"x{d}" for d in (0, 1) if x[i, d] > 0.75]}
+
+
+class Labelled(Dataset):
+    """Vectors with a target per task."""
+
+    def __init__(self, x, targets):
+        self.x, self.targets = x, targets
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.targets[i]
 
 
 class ToyTask(ClassificationTask):
     name = "vectors"
     description = "two Gaussian blobs"
     DataOptions = ToyData
+    supports_multitask = True
     recipe = {
         "data": {"n": 64},
         "model": {"backbone": "toy-mlp", "init": "toy", "metrics": ["accuracy", "f1_macro", "auroc"]},
@@ -78,6 +108,9 @@ class ToyTask(ClassificationTask):
         x = torch.randn(n, dim, generator=g) + y[:, None].float() * 1.5
         third = n // 3
         split = lambda a, b: TensorDataset(x[a:b], y[a:b])  # noqa: E731
+        about = {"num_outputs": 2, "class_names": ["a", "b"], "summary": {"samples": n}}
+        if job.data.label_columns:
+            split, about = self._tasks(job, x, y, n - 2 * third)
         train = split(0, n - 2 * third)
         if job.augment:
             train = Noisy(train, **context.registry.augmentations[job.augment].factory(0), seed=job.train.seed)
@@ -85,8 +118,28 @@ class ToyTask(ClassificationTask):
         # samples in twos (one of each class), so auto's folds keep whole sites.
         groups = {"train": [i // 2 for i in range(n - 2 * third)], "test": [i // 3 for i in range(third)]}
         return DataBundle(train=train, val=split(n - 2 * third, n - third),
-                          test=split(n - third, n), num_outputs=2, class_names=["a", "b"],
-                          summary={"samples": n}, groups=groups, group_unit="site")
+                          test=split(n - third, n), **about, groups=groups, group_unit="site")
+
+    def _tasks(self, job, x, y, train_end):
+        """The multi-task side of build_data, as a plugin with label columns does it (see tlcore.multitask)."""
+        for column in job.data.label_columns:
+            if column not in TOY_COLUMNS:
+                close = difflib.get_close_matches(column, TOY_COLUMNS, n=1)
+                raise ConfigError(f"the toy data has no label column {column!r}", where="data.label_columns",
+                                  fix=(f"did you mean {close[0]!r}? " if close else "")
+                                  + f"its columns: {', '.join(TOY_COLUMNS)}")
+        specs = self.task_specs(job, job.data.label_columns)
+        cells = [toy_cells(x, y, i) for i in range(len(x))]
+        tasks = []
+        for name, spec in specs.items():
+            found = {c for cell in cells for c in ([cell[name]] if isinstance(cell[name], str) else cell[name] or [])}
+            tasks.append(TaskLabels(name, sorted(found), spec.multilabel))
+        targets = [multitask_targets(tasks, cell, where=f"sample {i}") for i, cell in enumerate(cells)]
+        labelled = self.check_tasks(job, tasks, targets[:train_end])
+        return (lambda a, b: Labelled(x[a:b], targets[a:b])), {
+            "num_outputs": {t.name: t.num_outputs for t in tasks},
+            "class_names": {t.name: t.class_names for t in tasks},
+            "summary": {"samples": len(x), "labelled_for_training": labelled}}
 
 
     def preview(self, job, data, context, batch, path):
@@ -95,6 +148,8 @@ class ToyTask(ClassificationTask):
         return path.with_suffix(".pt")
 
     def classical_inputs(self, job, data, split):
+        if job.data.label_columns:
+            return None
         from sklearn.preprocessing import StandardScaler
 
         def rows(dataset):
