@@ -320,7 +320,8 @@ class ClassificationTask(Task):
         ``where``), ``model.heads`` must name exactly those. See ``tlcore.multitask.task_specs``."""
         from .multitask import task_specs
 
-        if getattr(job.model, "heads", None) and not self.supports_multitask:
+        if (getattr(job.model, "heads", None) or getattr(job.data, "label_columns", None)) \
+                and not self.supports_multitask:
             raise ConfigError(f"task {self.name!r} does not offer multi-task learning: it reads one label per "
                               "sample", where="model.heads",
                               fix="drop model.heads (and train.task_weights) to train its single task")

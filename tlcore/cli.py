@@ -228,6 +228,11 @@ def augment_preview(plugin, config_file, sets, augment, count, **flags) -> None:
     click.echo(f"written: {written[0]} ({count} training samples, augment {job.augment})")
 
 
+def _as_lists(class_names: Any) -> Any:
+    """Class names as compared between a run and data: a list, or per task a list (multi-task)."""
+    return {k: list(v) for k, v in class_names.items()} if isinstance(class_names, dict) else list(class_names)
+
+
 def torch_generator(seed: int):
     import torch
 
@@ -242,17 +247,20 @@ def torch_generator(seed: int):
 @click.option("--overwrite", is_flag=True, help="Replace an existing comparison folder.")
 @click.option("--metric", help="The final metric the verdict ranks by (default: train.monitor unless it is the "
                                "loss, else the task's first metric).")
-def compare(plugin, config_file, sets, strategies, folds, output, overwrite, metric, **flags) -> None:
+@click.option("--variant", "variants", multiple=True, metavar="NAME:KEY=VALUE",
+              help="Also vary the job: each strategy runs once per variant NAME with these --set items "
+                   "(repeat for several keys; NAME: alone for the job unchanged).")
+def compare(plugin, config_file, sets, strategies, folds, output, overwrite, metric, variants, **flags) -> None:
     """Run several strategies on the same data and seed; write a table and a plot."""
     from datetime import datetime
 
-    from .compare import plan, run_comparison
+    from .compare import parse_variants, plan, run_comparison
 
     loaded = load_plugins()
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     out = Path(output) if output else Path("runs") / f"compare-{plugin or 'job'}-{datetime.now():%Y%m%d-%H%M%S}"
     jobs = plan(loaded, plugin=plugin, strategies=names, folds=folds, config_file=config_file,
-                overrides=_overrides(**flags), sets=sets, output=out)
+                overrides=_overrides(**flags), sets=sets, output=out, variants=parse_variants(variants))
     run_comparison(loaded, jobs, out, overwrite, metric)
     click.echo((out / "comparison.md").read_text())
     click.echo(f"written: {out / 'comparison.json'}, {out / 'comparison.png'}")
@@ -274,7 +282,7 @@ def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
     task, job, model, class_names, context, precision = load_run(
         loaded, Path(run_dir), {"data": {"path": data}} if data else None)
     bundle = task.build_data(job, context, for_training=data is None)
-    if list(bundle.class_names) != list(class_names):
+    if _as_lists(bundle.class_names) != _as_lists(class_names):
         from .errors import DataError
 
         raise DataError(f"classes of the data {bundle.class_names} differ from the run's {class_names}",

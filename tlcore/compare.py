@@ -27,29 +27,58 @@ from .task import Context, DataBundle, Task
 
 
 def plan(plugins: Plugins, *, plugin: str, strategies: list[str], folds: int | None, config_file: str | None,
-         overrides: dict[str, Any], sets: tuple[str, ...], output: Path) -> list[tuple[str, int | None, Any, Any]]:
-    """Resolve every (strategy, fold) job before running any, so a bad option fails at once."""
+         overrides: dict[str, Any], sets: tuple[str, ...], output: Path,
+         variants: dict[str, tuple[str, ...]] | None = None) -> list[tuple[str, int | None, Any, Any]]:
+    """Resolve every (strategy, variant, fold) job before running any, so a bad option fails at once.
+
+    ``variants`` maps a name to ``--set`` items applied on top of the job (single-task against multi-task,
+    a student alone against distilled): each strategy runs once per variant, its row named
+    ``strategy/variant``."""
     jobs = []
     for strategy in strategies:
-        for fold in range(folds) if folds else [None]:
-            extra: dict[str, Any] = {"strategy": {"name": strategy}}
-            sub = output / strategy if fold is None else output / strategy / f"fold-{fold}"
-            extra["output"] = str(sub)
-            task, job = resolve_job(plugins, plugin=plugin, config_file=config_file,
-                                    overrides=cfg.merge(overrides, extra), sets=sets)
-            if fold is not None and folds is not None:
+        for variant, changes in (variants or {"": ()}).items():
+            label = f"{strategy}/{variant}" if variant else strategy
+            for fold in range(folds) if folds else [None]:
+                extra: dict[str, Any] = {"strategy": {"name": strategy}}
+                sub = output / label if fold is None else output / label / f"fold-{fold}"
+                extra["output"] = str(sub)
                 task, job = resolve_job(plugins, plugin=plugin, config_file=config_file,
-                                        overrides=cfg.merge(cfg.merge(overrides, extra),
-                                                            task.fold_overrides(folds, fold)), sets=sets)
-            jobs.append((strategy, fold, task, job))
+                                        overrides=cfg.merge(overrides, extra), sets=(*sets, *changes))
+                if fold is not None and folds is not None:
+                    task, job = resolve_job(plugins, plugin=plugin, config_file=config_file,
+                                            overrides=cfg.merge(cfg.merge(overrides, extra),
+                                                                task.fold_overrides(folds, fold)),
+                                            sets=(*sets, *changes))
+                jobs.append((label, fold, task, job))
     return jobs
 
 
+def parse_variants(given: tuple[str, ...]) -> dict[str, tuple[str, ...]] | None:
+    """``--variant NAME:KEY=VALUE`` items (repeated for several keys of one variant; ``NAME:`` alone changes
+    nothing) as {name: --set items}, in the order first named; None when none are given."""
+    variants: dict[str, tuple[str, ...]] = {}
+    for item in given:
+        name, colon, change = item.partition(":")
+        name = name.strip()
+        if not colon or not name or "/" in name or (change and "=" not in change):
+            raise ConfigError(f"--variant {item!r} is not NAME:KEY=VALUE", where="--variant",
+                              fix="e.g. --variant single:data.label_columns=[finding] --variant "
+                                  "multi:data.label_columns=[finding,view] (NAME: alone for the job unchanged)")
+        variants[name] = variants.get(name, ()) + ((change,) if change else ())
+    if len(variants) == 1:
+        raise ConfigError("one --variant is nothing to compare it with", where="--variant",
+                          fix="give two or more variants (NAME: alone for the job unchanged)")
+    return variants or None
+
+
 def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric: str | None = None) -> dict[str, Any]:
-    declared = jobs[0][2].metric_names(jobs[0][3])
-    if metric is not None and declared is not None and metric not in declared:
-        raise ConfigError(f"--metric {metric!r} is not a metric of task {jobs[0][2].name!r}", where="--metric",
-                          fix=f"choose one of: {', '.join(declared)}")
+    # Variants may declare other metrics (a multi-task variant its tasks'): a name any of them reports will do.
+    declared = [task.metric_names(job) for _, _, task, job in jobs]
+    if metric is not None and all(names is not None for names in declared):
+        known = list(dict.fromkeys(name for names in declared for name in names or ()))
+        if metric not in known:
+            raise ConfigError(f"--metric {metric!r} is not a metric of task {jobs[0][2].name!r}", where="--metric",
+                              fix=f"choose one of: {', '.join(known)}")
     protected = [getattr(job.data, "path", None) for *_, job in jobs] + [Path.cwd()]
     prepare_output(output, "comparison", overwrite=overwrite, protected=protected)
     runs, resamples, first_strategy = [], [], []

@@ -140,7 +140,9 @@ class Distill(Method):
         self._precision = run.precision
         self._device = run.context.device
         self._channels_last = run.job.train.channels_last
-        self._multilabel = _multilabel_of(run.job)
+        specs = cast(ClassificationTask, run.task).task_specs(run.job)
+        self._multilabel = ({name: spec.multilabel for name, spec in specs.items()} if specs
+                            else bool(getattr(run.job.model, "multilabel", False)))
         self._teacher_spec = {"run": str(folder), "backbone": job.model.backbone,
                               "strategy": job.strategy.name}
         self.cache = {}
@@ -311,14 +313,6 @@ def _stack(rows: list[Outputs]) -> Outputs:
     if isinstance(first, dict):
         return {n: torch.stack([cast(dict, r)[n] for r in rows]) for n in first}
     return torch.stack(cast(list[torch.Tensor], rows))
-
-
-def _multilabel_of(job: cfg.JobSpec) -> bool | dict[str, bool]:
-    """Whether the outputs are one sigmoid per label: for the model, or per task of a multi-task model."""
-    heads = getattr(job.model, "heads", None) or {}
-    if heads:
-        return {task: bool(getattr(spec, "multilabel", False)) for task, spec in heads.items()}
-    return bool(getattr(job.model, "multilabel", False))
 
 
 def _changed_settings(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:

@@ -4,10 +4,12 @@ A task here is one label column of the data (a manifest's ``finding`` and ``view
 multi-label; every task trains through the same engine, strategies and metrics as a single-task job.
 
 The job spec
+    ``data.label_columns``    the tasks, one per label column (the plugin's option); null: one task, as before,
+                              and nothing in this module is used.
     ``model.heads``           {task: head name | {head, head_options, multilabel, threshold, metrics,
                               label_smoothing, positive_class}} (``tlcore.HeadSpec``); an option left out is
-                              the top-level ``model`` option of that name. Empty (the default): one task, as
-                              before, and nothing in this module is used.
+                              the top-level ``model`` option of that name. Empty (the default): every label
+                              column a task with the top-level head and options.
     ``train.task_weighting``  ``fixed``: the loss is sum_t w_t L_t with ``train.task_weights`` (1 for a task
                               not named); ``uncertainty``: the weights are learned (see ``UncertaintyWeighting``).
     ``train.monitor``         a metric's mean over the tasks (``auroc``) or one task's (``finding.auroc``).
@@ -79,19 +81,21 @@ RESERVED_NAMES = frozenset({"loss", "tasks", "positive_class"}) | ABOUT_METRICS
 def task_specs(job: JobSpec, columns: Sequence[str] | None = None,
                where: str = "data.label_columns") -> dict[str, ClassifierSpec]:
     """Each task's options as a single-task ``ClassifierSpec`` (``model.heads.<task>`` over the top-level
-    ``model`` options, ``heads`` empty), in the order of ``columns`` if given, else of ``model.heads``; empty
-    for a single-task job. ConfigErrors for what the job gets wrong: a task name a metrics dict cannot hold,
+    ``model`` options, ``heads`` empty), in the order of ``columns`` (default: ``data.label_columns``, the
+    option's name in every plugin that offers it) if given, else of ``model.heads``; columns without
+    ``model.heads`` are tasks with the top-level head and options. Empty for a single-task job. ConfigErrors
+    for what the job gets wrong: a task name a metrics dict cannot hold,
     ``train.task_weights`` naming a task there is not, and given the data's label ``columns`` (the option
     ``where``), ``model.heads`` not naming exactly those (with the name probably meant)."""
     spec = cast(ClassifierSpec, job.model)
     heads: dict[str, HeadSpec] = getattr(spec, "heads", None) or {}
     train = job.train
+    if columns is None:
+        columns = getattr(job.data, "label_columns", None)  # the plugins' name for the option, by convention
+    if not heads and columns is not None:
+        # Label columns without model.heads: every column a task with the top-level model options.
+        heads = {name: HeadSpec() for name in columns}
     if not heads:
-        if columns is not None:
-            shown = ", ".join(f"{c}: {spec.head}" for c in columns)
-            raise ConfigError(f"the data has the label columns {', '.join(columns)} ({where}), and model.heads "
-                              "declares no head for them", where="model.heads",
-                              fix=f"give each task a head: --set 'model.heads={{{shown}}}'")
         if train.task_weights or train.task_weighting != "fixed":
             option = "train.task_weights" if train.task_weights else "train.task_weighting"
             raise ConfigError(f"{option} weighs the tasks of a multi-task job, and this job has one task",

@@ -202,3 +202,18 @@ def test_detection_refuses_a_teacher_before_reading_data(tlapp, tmp_path):
     code, _, err = tlapp("run", "--plugin", "driving", "--output", "x", "--teacher", f"run:{tmp_path}")
     assert code == 2 and "needs a classification task" in err and "'Distillation'" in err
     assert not Path("x").exists()
+
+
+def test_a_multitask_student_learns_every_task_from_a_multitask_teacher(toy_plugin, tlapp):
+    tasks = ("--set", "data.label_columns=[blob, sign, parts]",
+             "--set", "model.heads={blob: linear, sign: linear, parts: {multilabel: true}}")
+    assert tlapp("run", "--plugin", "toy", "--output", "teacher", "--epochs", "3", *tasks)[0] == 0
+    code, _, err = tlapp("run", "--plugin", "toy", "--output", "student", "--epochs", "2", *tasks, *STUDENT,
+                         "--teacher", "run:teacher")
+    assert code == 0, err
+    block = read_metrics("student")["distillation"]
+    assert set(block["agreement"]["per_task"]) == {"blob", "sign", "parts"}
+    assert block["teacher"]["metrics"]["blob"]["accuracy"] == read_metrics("teacher")["metrics"]["blob"]["accuracy"]
+    # A single-task student cannot learn from a multi-task teacher.
+    code, _, err = tlapp("run", "--plugin", "toy", "--output", "single", "--teacher", "run:teacher")
+    assert code == 2 and "predicts the classes" in err

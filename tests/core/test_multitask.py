@@ -246,9 +246,9 @@ def test_heads_must_name_exactly_the_data_columns():
     with pytest.raises(ConfigError) as info:
         task_specs(job({"finding": "linear"}), ["finding", "view"])
     assert "'view'" in info.value.what and "model.heads.view=linear" in info.value.fix
-    with pytest.raises(ConfigError) as info:
-        task_specs(job(), ["finding", "view"])
-    assert "model.heads={finding: linear, view: linear}" in info.value.fix
+    # Without model.heads, every label column is a task with the top-level head and options.
+    specs = task_specs(job(), ["finding", "view"])
+    assert list(specs) == ["finding", "view"] and all(s.head == "linear" and not s.heads for s in specs.values())
 
 
 def test_misspelt_task_weights_and_bad_task_names_are_refused():
@@ -486,3 +486,29 @@ def test_an_interrupted_multitask_run_resumes_exactly(toy_plugin, tlapp, monkeyp
     resumed = torch.load("broken/checkpoints/last.pt", weights_only=True)["model"]
     assert all(torch.equal(tensor, resumed[key]) for key, tensor in straight.items())
     assert read_metrics("broken")["metrics"] == read_metrics("straight")["metrics"]
+
+
+def test_compare_sets_single_task_against_multi_task_on_one_tasks_metric(toy_plugin, tlapp):
+    code, out, err = tlapp("compare", "--plugin", "toy", "--strategies", "finetune", "--output", "c", "--epochs", "1",
+                           "--variant", "single:data.label_columns=[blob]",
+                           "--variant", "multi:data.label_columns=[blob, sign]", "--metric", "blob.accuracy")
+    assert code == 0, err
+    report = json.loads(Path("c/comparison.json").read_text())
+    assert [r["strategy"] for r in report["runs"]] == ["finetune/single", "finetune/multi"]
+    assert read_metrics("c/finetune/multi")["metrics"]["tasks"] == ["blob", "sign"]
+    assert read_metrics("c/finetune/single")["metrics"]["tasks"] == ["blob"]
+    verdict = report["verdict"]
+    assert verdict["metric"] == "blob.accuracy" and verdict["comparisons"][0]["against"] in {"finetune/single",
+                                                                                           "finetune/multi"}
+    assert "finetune/multi" in out and "finetune/single" in out
+
+
+@pytest.mark.parametrize("variants, said", [
+    (("--variant", "alone:"), "one --variant is nothing to compare"),
+    (("--variant", "a:", "--variant", "b:train.lr"), "is not NAME:KEY=VALUE"),
+    (("--variant", "a:", "--variant", "b:train.lrr=0.1"), "train.lrr"),
+])
+def test_bad_variants_fail_before_any_run(toy_plugin, tlapp, variants, said):
+    code, _, err = tlapp("compare", "--plugin", "toy", "--strategies", "finetune", "--output", "c", *variants)
+    assert code == 2 and said in err
+    assert not Path("c").exists()
