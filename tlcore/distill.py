@@ -334,10 +334,15 @@ def _decisions(outputs: torch.Tensor, multilabel: bool) -> torch.Tensor:
 def prediction_agreement(student: nn.Module, teacher: nn.Module, loader: DataLoader, device: torch.device,
                          precision: Precision, multilabel: bool | dict[str, bool],
                          channels_last: bool = False) -> dict[str, Any]:
-    """The share of samples whose predicted class is the same for both (multi-label: of sample-label decisions
-    at the 0.5 probability threshold); per task and their mean for multi-task models."""
+    """How close the student's predictions are to the teacher's: ``overall``, the share of samples whose
+    predicted class is the same for both (multi-label: of sample-label decisions at the 0.5 probability
+    threshold), and ``kl``, the mean KL divergence from the teacher's probabilities to the student's (at
+    temperature 1), which also sees differences that do not flip a decision; per task and their mean for
+    multi-task models."""
     student.eval()
     same: dict[str, list[float]] = {}
+    divergence: dict[str, float] = {}  # summed over samples
+    samples: dict[str, int] = {}
     for inputs, _ in loader:
         inputs = to_device(inputs, device, channels_last)
         with precision.autocast(device):
@@ -346,10 +351,14 @@ def prediction_agreement(student: nn.Module, teacher: nn.Module, loader: DataLoa
         for name, (a, b) in pairs.items():
             flag = multilabel.get(name, False) if isinstance(multilabel, dict) else multilabel
             same.setdefault(name, []).extend((_decisions(a, flag) == _decisions(b, flag)).float().flatten().tolist())
+            divergence[name] = divergence.get(name, 0.0) + float(soft_target_loss(a, b, 1.0, flag)) * len(a)
+            samples[name] = samples.get(name, 0) + len(a)
     shares = {name: sum(v) / len(v) for name, v in same.items() if v}
+    kls = {name: divergence[name] / samples[name] for name in divergence if samples[name]}
     if set(shares) == {""}:
-        return {"overall": shares[""], "samples": len(same[""])}
-    return {"overall": sum(shares.values()) / len(shares), "per_task": shares}
+        return {"overall": shares[""], "kl": kls[""], "samples": samples[""]}
+    return {"overall": sum(shares.values()) / len(shares), "kl": sum(kls.values()) / len(kls), "per_task": shares,
+            "kl_per_task": kls}
 
 
 @torch.no_grad()

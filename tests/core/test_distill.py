@@ -90,6 +90,7 @@ def test_a_distilled_run_records_teacher_and_student_side_by_side(teacher, tlapp
     assert math.isclose(t["metrics"]["accuracy"], own["accuracy"]) and "accuracy_ci" in t["metrics"]
     assert s["metrics"]["accuracy"] == m["metrics"]["accuracy"]
     assert 0 <= block["agreement"]["overall"] <= 1 and block["agreement"]["samples"] == 21
+    assert block["agreement"]["kl"] >= 0
     # No augmentation: the teacher ran once over the training split, then every step found its outputs.
     cache = block["teacher_cache"]
     assert cache["samples"] == 22 and cache["misses"] == 0 and cache["hits"] == 2 * 22
