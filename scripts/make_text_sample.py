@@ -22,6 +22,15 @@ pretrained language model's knowledge of synonyms helps, a model trained from
 scratch on a few hundred tickets can only match words it has seen. Greetings,
 sign-offs and product names are shared by all classes and carry no label.
 
+A second label column, ``urgency`` (``urgent`` / ``routine``), makes the corpus a
+two-task one (``--set 'data.label_columns=[label,urgency]'``): a ticket is urgent
+when its intent leaves the customer out of pocket or unable to use what they
+bought (``URGENT``: a double charge, a crash, a locked account, a damaged
+parcel), whatever its class, so the text says it and the two tasks differ. A
+tenth of the training and validation rows have no urgency (an empty cell),
+drawn by a generator of their own, so that the ``text`` and ``label`` columns
+are exactly those of the one-task corpus; the test rows all have one.
+
 The output is deterministic (a fixed seed, sorted iteration, fixed line endings).
 """
 
@@ -202,6 +211,9 @@ TICKETS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
 }
 
 COUNTS = {"train": 100, "val": 25, "test": 40}  # per class
+# (class, intent) pairs whose tickets are urgent; every other ticket is routine.
+URGENT = {("billing", "double charge"), ("technical", "crash"), ("shipping", "damaged"), ("account", "locked")}
+UNLABELLED_FRACTION = {"train": 0.1, "val": 0.1, "test": 0.0}  # rows without an urgency
 
 
 def fill(template: str, rng: random.Random, test: bool) -> str:
@@ -216,9 +228,10 @@ def ticket(template: str, rng: random.Random, test: bool) -> str:
     return " ".join(part for part in (greeting, body + rng.choice([".", ".", "!", "?"]), signoff) if part)
 
 
-def generate(seed: int) -> dict[str, list[tuple[str, str]]]:
+def generate(seed: int) -> dict[str, list[tuple[str, str, str]]]:
+    """Per split, (text, label, urgency) rows; urgency is "" where the row has none."""
     rng = random.Random(seed)
-    out: dict[str, list[tuple[str, str]]] = {split: [] for split in COUNTS}
+    out: dict[str, list[tuple[str, str, str]]] = {split: [] for split in COUNTS}
     seen: set[str] = set()
     for label in sorted(TICKETS):
         intents = TICKETS[label]
@@ -232,10 +245,15 @@ def generate(seed: int) -> dict[str, list[tuple[str, str]]]:
                 if text.lower() in seen:
                     continue
                 seen.add(text.lower())
-                out[split].append((text, label))
+                out[split].append((text, label, "urgent" if (label, intent) in URGENT else "routine"))
                 made += 1
     for split in out:
         rng.shuffle(out[split])
+    # Drawn apart from ``rng``, which wrote the texts and labels: they stay those of the one-task corpus.
+    blanks = random.Random(f"{seed}:urgency")
+    for split, rows in out.items():
+        for i in blanks.sample(range(len(rows)), round(len(rows) * UNLABELLED_FRACTION[split])):
+            rows[i] = (*rows[i][:2], "")
     return out
 
 
@@ -248,7 +266,7 @@ def main() -> None:
     for split, rows in generate(args.seed).items():
         with open(args.out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["text", "label"])
+            writer.writerow(["text", "label", "urgency"])
             writer.writerows(rows)
         print(f"{args.out / f'{split}.csv'}: {len(rows)} texts")
     (args.out / "README.md").write_text(README)
@@ -264,7 +282,11 @@ text is copied from anywhere. Regenerate with `python scripts/make_text_sample.p
 * `test.csv` (160): paraphrases in other words (fixed test split), so that the
   test measures what a pretrained model knows about meaning.
 
-Columns: `text`, `label`.
+Columns: `text`, `label`, and `urgency` (`urgent` or `routine`; empty in a tenth
+of the train and val rows), a second task for multi-task runs:
+`tlapp run --plugin text --set 'data.label_columns=[label,urgency]'`. A ticket
+is urgent when its intent is a double charge, a crash, a locked account or a
+damaged parcel, whatever its class; the default run reads `label` alone.
 """
 
 

@@ -231,8 +231,11 @@ class ClassificationEvaluator(Evaluator):
         averaged: dict[str, int] = {}
         for name, metric in self.metrics.items():
             metric.reset()  # reused: building torchmetrics objects afresh would cost more than the resample
-            if len(targets):
-                metric.update(probs, targets)
+            if not len(targets):  # e.g. a task none of the split's samples is labelled for
+                out[name] = None
+                reasons[name] = "no labelled samples in this split"
+                continue
+            metric.update(probs, targets)
             value = metric.compute()
             if isinstance(value, torch.Tensor) and value.dim() == 0:
                 out[name] = _number(float(value))

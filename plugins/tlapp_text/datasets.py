@@ -63,6 +63,9 @@ def length_stats(lengths: Sequence[int]) -> dict[str, float | int]:
 class TokenizedTexts(Dataset):
     """Cached token ids and targets; items are ``(ids, target)``, or ``ids`` alone when unlabelled.
 
+    A target is a class index, a tuple of 0/1 (multi-label), or for a multi-task job a dict task -> tensor
+    (``tlcore.multitask_targets``), served as it is.
+
     ``order`` lists the texts' positions in the order the dataset serves them; the
     evaluation splits are served shortest first so that consecutive batches hold
     texts of similar length (less padding), which leaves metrics unchanged.
@@ -90,6 +93,8 @@ class TokenizedTexts(Dataset):
         if self.targets is None:
             return self.ids[index]
         target = self.targets[index]
+        if isinstance(target, dict):
+            return self.ids[index], target
         return self.ids[index], (torch.tensor(target, dtype=torch.float32) if isinstance(target, tuple)
                                  else int(target))
 
@@ -98,7 +103,8 @@ class PadCollate:
     """Pads a batch to its own longest text (dynamic padding) and builds the attention mask.
 
     ``[(ids, target), ...] -> ({"input_ids", "attention_mask"}, targets)``; unlabelled
-    batches (ids only) give the inputs dict alone.
+    batches (ids only) give the inputs dict alone. Multi-task targets (a dict per text) give a dict
+    task -> the batch's targets, as ``tlcore.multitask`` expects.
     """
 
     def __init__(self, pad_id: int):
@@ -117,6 +123,8 @@ class PadCollate:
         if not labelled:
             return inputs
         targets = [item[1] for item in batch]
+        if isinstance(targets[0], dict):
+            return inputs, {task: torch.stack([t[task] for t in targets]) for task in targets[0]}
         target = torch.stack(targets) if isinstance(targets[0], torch.Tensor) else torch.tensor(targets)
         return inputs, target
 

@@ -7,16 +7,21 @@ so that the task can fail with one message listing them all, or skip them
 (``data.on_error: skip``), and so that ``tlapp data check`` can show them. A line that is not text in the
 configured encoding is such a bad row too. Problems with a whole file (unreadable, an undecodable header, no text
 column) raise ``DataError`` at once.
+
+With ``label_columns`` (multi-task, see ``tlcore.multitask``) every one of those columns is a task: a row's
+cell for a task may be empty (CSV) or its key absent (JSONL), which leaves the row unlabelled for that task
+alone; a row with no label in any of them is a bad row, as an unlabelled row is with one label column.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterable
@@ -37,13 +42,17 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Record:
-    """One text, its labels (empty when unlabelled), and where it came from."""
+    """One text, its labels (empty when unlabelled), and where it came from.
+
+    With label columns (multi-task) ``tasks`` holds the labels of each column the row has a label in (a column
+    without one is absent), and ``labels`` those of the first column: what carved splits are stratified by."""
 
     text: str
     labels: list[str]
     file: str
     line: int
     split: str | None = None
+    tasks: dict[str, list[str]] | None = None
 
     @property
     def where(self) -> str:
@@ -74,6 +83,14 @@ class Columns:
     multilabel: bool = False
     require_labels: bool = True
     encoding: str = "utf-8"
+    # multi-task: the label columns (label_column and multilabel then unused), and which of them are multi-label
+    label_columns: list[str] | None = None
+    multilabel_columns: list[str] = field(default_factory=list)
+
+    def labels_of(self, column: str) -> Columns:
+        """How to parse one label column's cell of a multi-task row: an empty cell is a missing label."""
+        return replace(self, label_column=column, multilabel=column in self.multilabel_columns,
+                       require_labels=False, label_columns=None)
 
 
 @dataclass
@@ -81,6 +98,8 @@ class ReadResult:
     records: list[Record] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     has_split_column: bool = False
+    # the header of a table; the fields of a JSONL file's objects, in the order first seen
+    columns: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- files
@@ -186,15 +205,19 @@ def _read_table(path: Path, text: str, columns: Columns, delimiter: str) -> Read
     except csv.Error as exc:
         raise DataError(f"{name}:1: bad header line: {exc}", where=f"{name}:1") from None
     header = [h.strip() for h in header]
-    needed = [columns.text_column] + ([columns.label_column] if columns.require_labels else [])
-    for key, option in zip(needed, ("data.text_column", "data.label_column")):
+    needed = [(columns.text_column, "data.text_column=NAME")]
+    if columns.require_labels:
+        needed += ([(c, "data.label_columns=[NAME, ...]") for c in columns.label_columns] if columns.label_columns
+                   else [(columns.label_column, "data.label_column=NAME")])
+    for key, option in needed:
         if key not in header:
             raise DataError(f"{name}:1: no column {key!r} in the header (columns: {', '.join(header)})",
-                            where=f"{name}:1", fix=f"rename the column, or set {option}=NAME")
+                            where=f"{name}:1", fix=did_you_mean(key, header) + f"rename the column, or set {option}")
     ti = header.index(columns.text_column)
     li = header.index(columns.label_column) if columns.label_column in header else None
     si = header.index(columns.split_column) if columns.split_column and columns.split_column in header else None
-    result = ReadResult(has_split_column=si is not None)
+    tasks = {c: header.index(c) if c in header else None for c in columns.label_columns or []}
+    result = ReadResult(has_split_column=si is not None, columns=header)
     start = reader.line_num + 1
     while True:
         try:
@@ -215,14 +238,16 @@ def _read_table(path: Path, text: str, columns: Columns, delimiter: str) -> Read
                                                        + (" (unquoted delimiter in the text?)" if len(row) > len(header)
                                                           else "")))
             continue
-        _add(result, name, line, row[ti], row[li] if li is not None else None,
-             row[si] if si is not None else None, columns)
+        label = ({c: row[i] if i is not None else None for c, i in tasks.items()} if tasks
+                 else row[li] if li is not None else None)
+        _add(result, name, line, row[ti], label, row[si] if si is not None else None, columns)
     return result
 
 
 def _read_jsonl(path: Path, text: str, columns: Columns) -> ReadResult:
     name = str(path)
     result = ReadResult()
+    seen: dict[str, None] = {}  # the fields, in the order first seen
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -237,14 +262,18 @@ def _read_jsonl(path: Path, text: str, columns: Columns) -> ReadResult:
         if not isinstance(obj, dict):
             result.problems.append(Problem(name, line, f"expected a JSON object, got {type(obj).__name__}"))
             continue
+        seen.update(dict.fromkeys(obj))
         if columns.text_column not in obj:
             result.problems.append(Problem(name, line, f"no field {columns.text_column!r} (fields: {', '.join(obj)}); "
                                                        f"set data.text_column"))
             continue
         if columns.split_column and columns.split_column in obj:
             result.has_split_column = True
-        _add(result, name, line, obj[columns.text_column], obj.get(columns.label_column),
+        label = ({c: obj.get(c) for c in columns.label_columns} if columns.label_columns
+                 else obj.get(columns.label_column))
+        _add(result, name, line, obj[columns.text_column], label,
              obj.get(columns.split_column) if columns.split_column else None, columns)
+    result.columns = list(seen)
     if result.has_split_column:  # some objects have a split field: every one must
         missing = [r for r in result.records if r.split is None]
         result.records = [r for r in result.records if r.split is not None]
@@ -262,7 +291,12 @@ def _add(result: ReadResult, name: str, line: int, text: Any, label: Any, split:
     if not text.strip():
         result.problems.append(Problem(name, line, "empty text"))
         return
-    labels, why = parse_labels(label, columns)
+    tasks = None
+    if columns.label_columns:
+        tasks, why = parse_task_labels(label, columns)
+        labels = tasks.get(columns.label_columns[0], [])
+    else:
+        labels, why = parse_labels(label, columns)
     if why:
         result.problems.append(Problem(name, line, why))
         return
@@ -276,11 +310,27 @@ def _add(result: ReadResult, name: str, line: int, text: Any, label: Any, split:
     elif result.has_split_column:
         result.problems.append(Problem(name, line, f"empty split in column {columns.split_column!r}"))
         return
-    result.records.append(Record(text=text, labels=labels, file=name, line=line, split=split_name))
+    result.records.append(Record(text=text, labels=labels, file=name, line=line, split=split_name, tasks=tasks))
 
 
-def parse_labels(value: Any, columns: Columns) -> tuple[list[str], str | None]:
-    """(labels, None) or ([], reason). Multi-label cells split on the delimiter; JSON lists stay lists."""
+def parse_task_labels(cells: dict[str, Any], columns: Columns) -> tuple[dict[str, list[str]], str | None]:
+    """A multi-task row's labels by column, the columns without a label left out; or ({}, the reason the row
+    is bad: a cell that is no label, or no label in any column when labels are required)."""
+    found = {}
+    for column, value in cells.items():
+        labels, why = parse_labels(value, columns.labels_of(column), column)
+        if why:
+            return {}, f"column {column!r}: {why}"
+        if labels:
+            found[column] = labels
+    if not found and columns.require_labels:
+        return {}, f"no label in any label column ({', '.join(cells)})"
+    return found, None
+
+
+def parse_labels(value: Any, columns: Columns, task: str | None = None) -> tuple[list[str], str | None]:
+    """(labels, None) or ([], reason). Multi-label cells split on the delimiter; JSON lists stay lists.
+    ``task``: the label column of a multi-task job, whose own head says whether it is multi-label."""
     if value is None or (isinstance(value, str) and not value.strip()) or value == []:
         return [], ("no label" if columns.require_labels else None)
     if isinstance(value, bool) or not isinstance(value, (str, int, list)):
@@ -297,9 +347,20 @@ def parse_labels(value: Any, columns: Columns) -> tuple[list[str], str | None]:
     if not labels:
         return [], ("no label" if columns.require_labels else None)
     if len(labels) > 1 and not columns.multilabel:
-        return [], (f"{len(labels)} labels {labels} but model.multilabel is false "
-                    f"(set model.multilabel=true for several labels per text)")
+        option = "model.multilabel" if task is None else f"model.heads.{task}.multilabel"
+        return [], (f"{len(labels)} labels {labels} but {option} is false "
+                    f"(set {option}=true for several labels per text)")
     return labels, None
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """The start of a fix naming the column probably meant (case and separators ignored: "Urgency" is
+    "urgency"), or ""."""
+    def plain(n: str) -> str:
+        return "".join(ch for ch in n.lower() if ch.isalnum())
+
+    close = [n for n in names if plain(n) == plain(name)] or difflib.get_close_matches(name, names, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 # ---------------------------------------------------------------- datasets on disk

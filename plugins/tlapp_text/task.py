@@ -14,13 +14,16 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
 
-from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, input_files, missing_class_warnings, predict_probabilities,
-                    small_split_warning, write_predictions)
+from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec,
+                    Section, TaskLabels, atomic_write_text, input_files, missing_class_warnings, predict_probabilities,
+                    predict_task_probabilities, prediction_columns, small_split_warning, task_predictions,
+                    write_predictions)
 
+from . import labels
 from .datasets import Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode, length_stats
-from .formats import (FORMATS, SPLITS, SUFFIXES, Columns, Problem, ReadResult, Record, decode, describe, find_files,
-                      format_of, stratified_split)
+from .formats import (FORMATS, SPLITS, SUFFIXES, Columns, Problem, ReadResult, Record, decode, describe,
+                      did_you_mean, find_files, format_of, stratified_split)
+from .labels import label_columns
 from .models import MINILM, TextBackbone
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
@@ -38,6 +41,11 @@ class TextData(Section):
     format: str = Field("auto", description="auto (from the file suffix) | csv | tsv | jsonl")
     text_column: str = Field("text", min_length=1, description="column (JSONL: field) holding the text")
     label_column: str = Field("label", min_length=1, description="column (JSONL: field) holding the label(s)")
+    label_columns: list[str] | None = Field(None, description="multi-task: one task per column (JSONL: field), "
+                                                              "an empty cell or absent field a missing label; "
+                                                              "each task has model.head unless model.heads "
+                                                              "names a head per column. null: the one "
+                                                              "label_column")
     split_column: str | None = Field("split", description="column with train/val/test per row, used when present")
     label_delimiter: str = Field(";", min_length=1, description="separates labels in one cell (multi-label)")
     labels: list[str] | None = Field(None, description="the allowed labels, in output order; other labels are "
@@ -57,6 +65,20 @@ class TextData(Section):
             raise ValueError("val_fraction + test_fraction must leave some data for training")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("data.labels repeats a label")
+        columns = self.label_columns
+        if columns is not None:
+            if not columns or any(not c for c in columns):
+                raise ValueError("data.label_columns lists no column, or an empty name: list the label columns, "
+                                 "or null for the one data.label_column")
+            if len(set(columns)) != len(columns):
+                raise ValueError("data.label_columns repeats a column")
+            taken = [c for c in columns if c in (self.text_column, self.split_column)]
+            if taken:
+                raise ValueError(f"data.label_columns names {taken[0]!r}, the text or split column")
+            if self.labels is not None:
+                raise ValueError("data.labels fixes the classes of the one data.label_column; with "
+                                 "data.label_columns each task's classes are its column's labels in the training "
+                                 "split (drop data.labels)")
         return self
 
 
@@ -79,7 +101,7 @@ class Prepared:
     files: list[dict[str, Any]]
     parts: dict[str, list[Record]]
     problems: list[Problem]
-    class_names: list[str]
+    class_names: list[str] | dict[str, list[str]]  # by task, with label columns
     how: str  # files | column | random
     sources: dict[str, str]
     notes: list[str]
@@ -91,6 +113,7 @@ class TextClassification(ClassificationTask):
     description = ("classify texts (CSV, TSV or JSONL; single- or multi-label) by fine-tuning a pretrained "
                    "transformer; dynamic padding, truncation counted")
     DataOptions = TextData
+    supports_multitask = True  # data.label_columns: a task per label column (labels.py)
     sample_data = SAMPLE_DATA
     sample_script = "python scripts/make_text_sample.py"
     recipe = {
@@ -135,13 +158,15 @@ class TextClassification(ClassificationTask):
 
     # ------------------------------------------------------------ reading
 
-    @staticmethod
-    def _columns(job: JobSpec, require_labels: bool = True, split: bool = True) -> Columns:
+    def _columns(self, job: JobSpec, require_labels: bool = True, split: bool = True) -> Columns:
         d = job.data
+        columns = label_columns(job)
+        multilabel = [c for c, spec in self.task_specs(job, columns).items() if spec.multilabel] if columns else []
         return Columns(text_column=d.text_column, label_column=d.label_column,
                        split_column=d.split_column if split else None,
                        label_delimiter=d.label_delimiter, multilabel=job.model.multilabel,
-                       require_labels=require_labels, encoding=d.encoding)
+                       require_labels=require_labels, encoding=d.encoding, label_columns=columns,
+                       multilabel_columns=multilabel)
 
     @staticmethod
     def _read_file(path: Path, columns: Columns, job: JobSpec, context: Context, split: str | None) -> ReadResult:
@@ -157,24 +182,36 @@ class TextClassification(ClassificationTask):
         problems: list[Problem] = []
         files = []
         has_split_column = False
+        fields: dict[str, None] = {}  # every file's columns (JSONL: fields), in order
         for path, split in source.files:
             result = self._read_file(path, columns, job, context, split)
             records += result.records
             problems += result.problems
             has_split_column |= result.has_split_column and split is None
+            fields.update(dict.fromkeys(result.columns))
             files.append({"file": str(path), "split": split or ("column" if result.has_split_column else None),
                           "rows": len(result.records), "bad_rows": len(result.problems)})
+        for column in columns.label_columns or []:  # a table without the column failed as it was read
+            if column not in fields:
+                names = ", ".join(str(p) for p, _ in source.files)
+                raise DataError(f"no row of {names} has the label field {column!r} of data.label_columns (fields: "
+                                f"{', '.join(fields)})", where=names,
+                                fix=did_you_mean(column, list(fields)) + "name the data's label fields in "
+                                    "data.label_columns")
         by_file = any(split is not None for _, split in source.files)
         how = "files" if by_file else ("column" if has_split_column else "random")
         return root, files, records, problems, how
 
     def _split(self, records: list[Record], how: str, job: JobSpec) -> Splits:
         d, seed = job.data, job.train.seed
+        columns = label_columns(job)
+        # Record.labels holds the first label column's labels, which carved splits are stratified by.
+        by = f", classes of the first label column {columns[0]!r}" if columns else ""
         if how == "random":
             parts, missed = stratified_split(records, {"val": d.val_fraction, "test": d.test_fraction}, seed=seed)
             notes = [f"no splits given: stratified random split with seed {seed} (val {d.val_fraction:g}, "
                      f"test {d.test_fraction:g} of each class, at least one row of every class that has rows "
-                     f"to spare)"]
+                     f"to spare{by})"]
             return Splits(parts, {s: "carved" for s in SPLITS}, notes, missed)
         parts = {s: [r for r in records if r.split == s] for s in SPLITS}
         sources = {s: "explicit" if parts[s] else "none" for s in SPLITS}
@@ -184,7 +221,7 @@ class TextClassification(ClassificationTask):
             parts["train"], parts["val"] = carved["train"], carved["val"]
             sources["val"] = "carved"
             notes.append(f"no validation split given: {d.val_fraction:g} of each class drawn from train "
-                         f"(seed {seed}), at least one row of every class that has rows to spare")
+                         f"(seed {seed}), at least one row of every class that has rows to spare{by}")
         return Splits(parts, sources, notes, missed)
 
     @staticmethod
@@ -204,11 +241,17 @@ class TextClassification(ClassificationTask):
                 f"epoch, so they are optimistic; for a held-out test split, {fix}")
 
     def _classes(self, parts: dict[str, list[Record]], job: JobSpec, context: Context,
-                 for_training: bool) -> tuple[list[str], list[tuple[Record, Problem]]]:
-        """Class names, and the rows whose labels are not among them."""
+                 for_training: bool) -> tuple[list[str] | dict[str, list[str]], list[tuple[Record, Problem]]]:
+        """Class names (by task, with label columns), and the rows whose labels are not among them."""
+        run_classes = None if for_training else _run_classes(context)
+        columns = label_columns(job)
+        if columns:
+            by_task, origin = labels.task_classes(parts, columns, for_training,
+                                                        run_classes if isinstance(run_classes, dict) else None)
+            return by_task, labels.unknown_labels(parts, by_task, origin)
         if job.data.labels is not None:
             names, origin = list(job.data.labels), "data.labels"
-        elif not for_training and (run_classes := _run_classes(context)) is not None:
+        elif isinstance(run_classes, list):
             names, origin = run_classes, "the run's classes"
         elif for_training:
             names, origin = sorted({lb for r in parts["train"] for lb in r.labels}), "the training split"
@@ -239,11 +282,21 @@ class TextClassification(ClassificationTask):
         if for_training and not parts["test"]:
             sources["test"] = "none"
             notes.append(self._no_test_note(how, job))
-        known = set(class_names)  # a class only bad rows hold is reported with them, not as missing
-        warnings = [w for split, missed in splits.missed.items()
+        if isinstance(class_names, dict):  # carved splits are stratified by the first task's classes
+            first = next(iter(class_names))
+            known, about = set(class_names[first]), f"task {first!r}: "
+        else:
+            known, about = set(class_names), ""  # a class only bad rows hold is reported with them, not as missing
+        warnings = [about + w for split, missed in splits.missed.items()
                     for w in missing_class_warnings(split, [c for c in missed if c in known], "row")]
-        if for_training:
-            warnings = _class_warnings(parts, class_names) + warnings
+        if for_training and isinstance(class_names, dict):
+            warnings = [f"task {c!r}: {w}" for c, names in class_names.items()
+                        for w in _class_warnings(Counter(labels.task_labels(
+                            (r for rs in parts.values() for r in rs), c)), names)] + warnings
+            warnings += labels.unlabelled_warnings(parts, list(class_names))
+        elif for_training:
+            warnings = _class_warnings(Counter(lb for rs in parts.values() for r in rs for lb in r.labels),
+                                       class_names) + warnings
         return Prepared(root, files, parts, problems, class_names, how, sources, notes, warnings)
 
     # ------------------------------------------------------------ building
@@ -267,6 +320,7 @@ class TextClassification(ClassificationTask):
             context.log.warning("data: %s", warning)
         for note in prepared.notes:
             context.log.info("data: %s", note)
+        targets = self._targets(job, parts, class_names, for_training)
 
         tokenizer = self.tokenizer(job, context)
         max_length = self.max_length(job, tokenizer)
@@ -276,13 +330,8 @@ class TextClassification(ClassificationTask):
             context.log.warning("%d text(s) longer than %d tokens were truncated (%s)", sum(truncated.values()),
                                 max_length, ", ".join(f"{s} {n}" for s, n in truncated.items() if n))
 
-        def targets(rs: list[Record]) -> list[Any]:
-            if job.model.multilabel:
-                return [tuple(1.0 if c in r.labels else 0.0 for c in class_names) for r in rs]
-            return [class_names.index(r.labels[0]) for r in rs]
-
         def texts(split: str) -> TokenizedTexts:
-            return TokenizedTexts(encoded[split].ids, targets(parts[split]), sort_by_length=split != "train",
+            return TokenizedTexts(encoded[split].ids, targets[split], sort_by_length=split != "train",
                                   texts=[r.text for r in parts[split]])
 
         train, val = texts("train"), texts("val")
@@ -296,23 +345,58 @@ class TextClassification(ClassificationTask):
             "warnings": list(prepared.warnings),
             "rows": {s: len(rs) for s, rs in parts.items()},
             "skipped_rows": len(problems),
-            "classes": {s: _label_counts(rs) for s, rs in parts.items()},
-            "multilabel": job.model.multilabel,
+            **self._class_report(job, parts, class_names),
             "max_length": max_length,
             "truncated": {**truncated, "total": sum(truncated.values())},
             "tokens": {s: length_stats(e.lengths) for s, e in encoded.items()},
             "padding": "dynamic (each batch padded to its longest text); training batches grouped by length; "
                        "val/test served shortest first",
         }
-        return DataBundle(train=train, val=val, test=test, num_outputs=len(class_names),
+        num_outputs: int | dict[str, int] = ({c: len(names) for c, names in class_names.items()}
+                                             if isinstance(class_names, dict) else len(class_names))
+        return DataBundle(train=train, val=val, test=test, num_outputs=num_outputs,
                           class_names=class_names, collate_fn=PadCollate(tokenizer.pad_token_id), summary=summary,
                           batch_sampler=length_grouped)
+
+    def _tasks(self, job: JobSpec, class_names: dict[str, list[str]]) -> list[TaskLabels]:
+        specs = self.task_specs(job, list(class_names))
+        return [TaskLabels(c, names, specs[c].multilabel) for c, names in class_names.items()]
+
+    def _targets(self, job: JobSpec, parts: dict[str, list[Record]], class_names: list[str] | dict[str, list[str]],
+                 for_training: bool) -> dict[str, list[Any]]:
+        """Each split's targets: a class index, a multi-hot tuple (multi-label), or by task a dict of tensors
+        (label columns), after checking that every task can be trained."""
+        if isinstance(class_names, dict):
+            tasks = self._tasks(job, class_names)
+            targets = {s: labels.targets(rs, tasks) for s, rs in parts.items()}
+            if for_training:  # classes enough and a labelled training row per task, positive classes known
+                self.check_tasks(job, tasks, targets["train"])
+            return targets
+        names = class_names
+        if job.model.multilabel:
+            return {s: [tuple(1.0 if c in r.labels else 0.0 for c in names) for r in rs] for s, rs in parts.items()}
+        return {s: [names.index(r.labels[0]) for r in rs] for s, rs in parts.items()}
+
+    def _class_report(self, job: JobSpec, parts: dict[str, list[Record]],
+                      class_names: list[str] | dict[str, list[str]]) -> dict[str, Any]:
+        """The class balance of the data summary: rows per class and split; with label columns per task, and
+        how many rows of each split are labelled for each task (the others are masked out of it)."""
+        if not isinstance(class_names, dict):
+            return {"classes": {s: _label_counts(rs) for s, rs in parts.items()}, "multilabel": job.model.multilabel}
+        columns = list(class_names)
+        specs = self.task_specs(job, columns)
+        return {"classes": {s: labels.label_counts(rs, columns) for s, rs in parts.items()},
+                "label_columns": columns,
+                "labelled": {s: labels.labelled_counts(rs, columns) for s, rs in parts.items()},
+                "multilabel": {c: spec.multilabel for c, spec in specs.items()}}
 
     def preview(self, job: JobSpec, data: DataBundle, context: Context, batch: Any, path: Path) -> Path:
         """The batch's texts as the encoder gets them: its tokens decoded back, special tokens and truncation
         included, each with its label, in an HTML table."""
         inputs, targets = batch
         tokenizer = self.tokenizer(job, context)
+        if isinstance(targets, dict):  # multi-task: per text, its target by task
+            targets = [{task: t[i] for task, t in targets.items()} for i in range(len(inputs["input_ids"]))]
         rows = []
         for ids, mask, target in zip(inputs["input_ids"], inputs["attention_mask"], targets):
             kept = ids[mask.bool()]
@@ -328,8 +412,9 @@ class TextClassification(ClassificationTask):
         return out
 
     def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
-        """TF-IDF of words and word pairs (sublinear term frequencies), the classic text baseline."""
-        if job.model.multilabel:
+        """TF-IDF of words and word pairs (sublinear term frequencies), the classic text baseline; single-label
+        and one task only."""
+        if job.model.multilabel or isinstance(data.class_names, dict):
             return None
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -339,8 +424,9 @@ class TextClassification(ClassificationTask):
                                evaluated.texts, evaluated.targets)
 
     @staticmethod
-    def _check_classes(parts: dict[str, list[Record]], class_names: list[str], job: JobSpec, root: Path,
-                       for_training: bool) -> None:
+    def _check_classes(parts: dict[str, list[Record]], class_names: list[str] | dict[str, list[str]], job: JobSpec,
+                       root: Path, for_training: bool) -> None:
+        """Rows enough in each split, and for one task classes enough (``check_tasks`` checks every task's)."""
         if for_training and not parts["train"]:
             raise DataError("no usable training rows", where=str(root), fix="check data.path and the columns")
         if for_training and not parts["val"]:
@@ -348,6 +434,8 @@ class TextClassification(ClassificationTask):
                             where=str(root), fix="add a val file or split column, or raise data.val_fraction")
         if not for_training and not parts["test"]:
             raise DataError("no usable rows to evaluate", where=str(root))
+        if isinstance(class_names, dict):
+            return
         if not job.model.multilabel and len(class_names) < 2:
             raise DataError(f"found {len(class_names)} class(es) {class_names}; classification needs at least two",
                             where=str(root), fix="check data.label_column")
@@ -390,8 +478,10 @@ class TextClassification(ClassificationTask):
             raise DataError("no texts to predict", fix="the inputs hold only blank lines")
         return items
 
-    def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
-                out_dir: Path) -> list[dict[str, Any]]:
+    def predict(self, model, job: JobSpec, class_names: list[str] | dict[str, list[str]], inputs: Sequence[str],
+                context: Context, out_dir: Path) -> list[dict[str, Any]]:
+        """Per text: ``predicted`` and every class's probability, or for a multi-task run ``predictions`` by
+        task (the CSV: a ``<task>`` and ``p_<task>_<class>`` columns per task)."""
         items = self._prediction_inputs(job, context, inputs)
         tokenizer = self.tokenizer(job, context)
         encoded: Encoded = encode(tokenizer, [text for _, text in items], self.max_length(job, tokenizer))
@@ -400,6 +490,21 @@ class TextClassification(ClassificationTask):
                                 encoded.max_length)
         dataset = TokenizedTexts(encoded.ids, sort_by_length=True)
         loader = DataLoader(dataset, batch_size=job.train.batch_size, collate_fn=PadCollate(tokenizer.pad_token_id))
+        specs = self.task_specs(job)
+        if isinstance(class_names, dict) and specs:
+            found = task_predictions(specs, class_names,
+                                     predict_task_probabilities(model, loader, context.device, specs))
+            in_order = dict(zip(dataset.order, found))
+            records = [{"source": source, "text": text, "predictions": in_order[i], "truncated": encoded.truncated[i]}
+                       for i, (source, text) in enumerate(items)]
+            rows = [{"source": r["source"], "text": r["text"], **prediction_columns(r["predictions"]),
+                     "truncated": r["truncated"]} for r in records]
+            write_predictions(records, out_dir, rows=rows, delimiter=job.data.label_delimiter)
+            return records
+        if isinstance(class_names, dict):
+            raise ConfigError(f"the run learnt the tasks {', '.join(class_names)}, and its job declares none",
+                              where="data.label_columns",
+                              fix="predict with the run's own config.yaml (data.label_columns or model.heads)")
         probs = predict_probabilities(model, loader, context.device, job.model.multilabel).tolist()
         by_position = dict(zip(dataset.order, probs))
         records = []
@@ -430,8 +535,7 @@ class TextClassification(ClassificationTask):
             "notes": prepared.notes,
             "rows": {s: len(rs) for s, rs in parts.items()},
             "classes": class_names,
-            "class_counts": {s: _label_counts(rs) for s, rs in parts.items()},
-            "multilabel": job.model.multilabel,
+            **self._check_report(job, parts, class_names),
             "bad_rows": len(problems),
             "empty_texts": sum(1 for p in problems if p.reason == "empty text"),
             "problems": [str(p) for p in problems[:200]],
@@ -439,6 +543,8 @@ class TextClassification(ClassificationTask):
         }
         try:
             self._check_classes(parts, class_names, job, root, for_training=True)
+            if isinstance(class_names, dict):  # every task's classes and labelled training rows
+                self._targets(job, parts, class_names, for_training=True)
         except DataError as exc:
             report["error"] = exc.what
         small = [small_split_warning(split, len(parts[split]), None, "row", min_samples=job.evaluation.min_samples,
@@ -459,15 +565,22 @@ class TextClassification(ClassificationTask):
         report["truncated"] = {**truncated, "total": sum(truncated.values())}
         return report
 
+    def _check_report(self, job: JobSpec, parts: dict[str, list[Record]],
+                      class_names: list[str] | dict[str, list[str]]) -> dict[str, Any]:
+        """``data check``'s class balance: ``class_counts`` per split (and task), ``labelled`` per split and task
+        with label columns, and ``multilabel``."""
+        report = self._class_report(job, parts, class_names)
+        return {"class_counts": report.pop("classes"), **report}
+
 
 def length_grouped(dataset: TokenizedTexts, batch_size: int, generator) -> LengthGroupedBatchSampler:
     """The engine's hook for training batches: texts of similar length together."""
     return LengthGroupedBatchSampler(dataset.lengths, batch_size, generator)
 
 
-def _class_warnings(parts: dict[str, list[Record]], class_names: list[str]) -> list[str]:
-    """Classes too rare to learn or to measure, which training would otherwise pass over in silence."""
-    counts = Counter(lb for rs in parts.values() for r in rs for lb in r.labels)
+def _class_warnings(counts: Counter[str], class_names: list[str]) -> list[str]:
+    """Classes too rare to learn or to measure (``counts``: rows per class over every split), which training
+    would otherwise pass over in silence."""
     out = []
     absent = [c for c in class_names if not counts[c]]
     if absent:
@@ -494,8 +607,9 @@ def _lines(source: str, text: str) -> list[tuple[str, str]]:
     return [(f"{source}:{n}", line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
-def _run_classes(context: Context) -> list[str] | None:
-    """The class names of the run being evaluated (``tlapp evaluate --data``), from its metrics.json."""
+def _run_classes(context: Context) -> list[str] | dict[str, list[str]] | None:
+    """The class names of the run being evaluated (``tlapp evaluate --data``), from its metrics.json: a list,
+    or by task for a multi-task run."""
     if context.run_dir is None:
         return None
     path = Path(context.run_dir) / "metrics.json"
@@ -503,4 +617,6 @@ def _run_classes(context: Context) -> list[str] | None:
         names = json.loads(path.read_text()).get("class_names")
     except (OSError, ValueError):
         return None
+    if isinstance(names, dict) and names and all(isinstance(v, list) for v in names.values()):
+        return {str(k): list(v) for k, v in names.items()}
     return list(names) if isinstance(names, list) and names else None
