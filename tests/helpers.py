@@ -74,3 +74,30 @@ def registered_pipelines(plugin: str) -> dict[str, Callable]:
     found = {name: entry.factory for name, entry in registry.augmentations.items() if entry.plugin == plugin}
     assert found, f"plugin {plugin!r} registers no augmentation pipeline"
     return found
+
+
+def cli_exit_code(*args: str) -> int:
+    """``tlapp ARGS`` in this process, for module-scoped fixtures (the ``tlapp`` fixture is per test): its exit
+    code."""
+    from tlcore.cli import main
+
+    try:
+        main(list(args))
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def interrupted_and_resumed(tlapp, monkeypatch, args: tuple[str, ...], after: int = 1) -> tuple[dict, dict]:
+    """Run the toy job ``args`` straight into ``straight/``, and interrupted after epoch ``after`` then resumed
+    into ``broken/``; both runs' ``last.pt`` checkpoints, to compare."""
+    import torch
+
+    assert tlapp(*args, "--output", "straight")[0] == 0
+    monkeypatch.setenv("TLAPP_TOY_INTERRUPT_AFTER", str(after))
+    assert tlapp(*args, "--output", "broken")[0] == 130
+    monkeypatch.delenv("TLAPP_TOY_INTERRUPT_AFTER")
+    code, _, err = tlapp(*args, "--output", "broken", "--resume")
+    assert code == 0, err
+    return (torch.load("straight/checkpoints/last.pt", weights_only=True),
+            torch.load("broken/checkpoints/last.pt", weights_only=True))

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import read_metrics
+from helpers import interrupted_and_resumed, read_metrics
 from tlcore.distill import sample_keys, soft_target_loss
 
 STUDENT = ("--set", "model.backbone_options.width=4")
@@ -125,16 +125,9 @@ def test_random_augmentation_skips_the_cache(teacher, tlapp):
 
 def test_resume_of_a_distilled_run_matches_an_uninterrupted_one(teacher, tlapp, monkeypatch):
     args = ("run", "--plugin", "toy", "--epochs", "3", "--seed", "5", "--teacher", "run:teacher", *STUDENT)
-    assert tlapp(*args, "--output", "straight")[0] == 0
-    monkeypatch.setenv("TLAPP_TOY_INTERRUPT_AFTER", "1")
-    assert tlapp(*args, "--output", "broken")[0] == 130
-    monkeypatch.delenv("TLAPP_TOY_INTERRUPT_AFTER")
-    code, _, err = tlapp(*args, "--output", "broken", "--resume")
-    assert code == 0, err
-    straight, resumed = _weights("straight"), _weights("broken")
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    # The teacher is not part of the student's checkpoint.
-    assert torch.load("broken/checkpoints/last.pt", weights_only=True)["method"]["modules"] == {}
+    straight, resumed = interrupted_and_resumed(tlapp, monkeypatch, args)
+    assert all(torch.equal(tensor, resumed["model"][key]) for key, tensor in straight["model"].items())
+    assert resumed["method"]["modules"] == {}  # the teacher is not part of the student's checkpoint
 
 
 # ---------------------------------------------------------------- teachers that cannot serve

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from helpers import read_metrics
+from helpers import interrupted_and_resumed, read_metrics
 
 ALIGN = ("--set", "method.name=toy-align", "--set", "method.weight=0.5")
 
@@ -51,14 +51,7 @@ def test_head_only_phases_do_not_use_the_feature_cache_under_a_method_that_needs
 
 def test_resume_with_a_method_matches_an_uninterrupted_run(toy_plugin, tlapp, monkeypatch):
     args = ("run", "--plugin", "toy", "--epochs", "3", "--seed", "5", *ALIGN)
-    assert tlapp(*args, "--output", "straight")[0] == 0
-    monkeypatch.setenv("TLAPP_TOY_INTERRUPT_AFTER", "1")
-    assert tlapp(*args, "--output", "broken")[0] == 130
-    monkeypatch.delenv("TLAPP_TOY_INTERRUPT_AFTER")
-    code, _, err = tlapp(*args, "--output", "broken", "--resume")
-    assert code == 0, err
-    straight = torch.load("straight/checkpoints/last.pt", weights_only=True)
-    resumed = torch.load("broken/checkpoints/last.pt", weights_only=True)
+    straight, resumed = interrupted_and_resumed(tlapp, monkeypatch, args)
     for key, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][key]), key
     for key, tensor in straight["method"]["modules"]["critic"].items():

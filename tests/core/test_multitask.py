@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import read_metrics
+from helpers import interrupted_and_resumed, read_metrics
 from tlcore import (MISSING, Backbone, ClassificationEvaluator, ClassifierSpec, ConfigError, Context, DataBundle,
                     DataError, Entry, MultiTaskEvaluator, MultiTaskModel, ParameterGroup, Registry, Section,
                     TaskLabels, build_classifier, multitask_targets, prediction_columns, task_predictions)
@@ -476,15 +476,8 @@ def test_a_multitask_target_reads_as_each_tasks_class():
 def test_an_interrupted_multitask_run_resumes_exactly(toy_plugin, tlapp, monkeypatch):
     args = ("run", "--plugin", "toy", "--epochs", "4", *TWO_TASKS, "--set", "train.task_weighting=uncertainty",
             "--set", "strategy.name=freeze-unfreeze", "--set", "strategy.head_epochs=2")
-    assert tlapp(*args, "--output", "straight")[0] == 0
-    monkeypatch.setenv("TLAPP_TOY_INTERRUPT_AFTER", "1")
-    assert tlapp(*args, "--output", "broken")[0] == 130
-    monkeypatch.delenv("TLAPP_TOY_INTERRUPT_AFTER")
-    code, _, err = tlapp(*args, "--output", "broken", "--resume")
-    assert code == 0, err
-    straight = torch.load("straight/checkpoints/last.pt", weights_only=True)["model"]
-    resumed = torch.load("broken/checkpoints/last.pt", weights_only=True)["model"]
-    assert all(torch.equal(tensor, resumed[key]) for key, tensor in straight.items())
+    straight, resumed = interrupted_and_resumed(tlapp, monkeypatch, args)
+    assert all(torch.equal(tensor, resumed["model"][key]) for key, tensor in straight["model"].items())
     assert read_metrics("broken")["metrics"] == read_metrics("straight")["metrics"]
 
 

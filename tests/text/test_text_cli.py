@@ -10,18 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.cli import main
+from helpers import cli_exit_code as cli
 
 
 EPOCHS = "2"
 
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-        return 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
 
 
 # Every test using this fixture is marked slow: it trains the sample twice. test_multilabel_run_and_prediction

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.cli import main
+from helpers import cli_exit_code as cli
 
 # The student: the teacher's backbone cut to two layers, fine-tuned for ten epochs; "alone" is the same run with
 # alpha 1 (the hard-label loss only, which the core's tests show is exactly supervised training), so that its
@@ -21,13 +21,6 @@ from tlcore.cli import main
 STUDENT = ("--set", "model.backbone_options.layers=2", "--strategy", "finetune", "--epochs", "10",
            "--set", "train.early_stopping.patience=null", "--teacher", "run:teacher")
 
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-        return 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
 
 
 @pytest.fixture(scope="module")

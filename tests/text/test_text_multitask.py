@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tlcore import MISSING, ConfigError, DataError
-from tlcore.cli import main
+from helpers import cli_exit_code as cli
 
 from text_helpers import SAMPLE, small_corpus, task_job, write_csv, write_jsonl
 
@@ -20,13 +20,6 @@ TASKS = "data.label_columns=[label,urgency]"
 QUICK = ("--epochs", "1", "--set", "data.max_length=32", "--set", "train.batch_size=8",
          "--set", "evaluation.bootstrap=50")
 
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-        return 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
 
 
 def sample_cut(root: Path, rows: int = 24) -> Path:
