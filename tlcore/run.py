@@ -711,9 +711,9 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
     run.metrics["best_epoch"] = state.best_epoch
     save_last(loop, epoch + 1, monitored)
     run.write_metrics()
-    log.info("epoch %d/%d: train_loss %.4f, val %s %.4g, %.1f samples/s%s", epoch + 1, loop.budget.epochs,
-             stats["train_loss"], job.train.monitor, monitored, stats["samples_per_second"],
-             " (best)" if improved else "")
+    log.info("epoch %d/%d: train_loss %.4f, val %s %.4g%s, %.1f samples/s%s", epoch + 1, loop.budget.epochs,
+             stats["train_loss"], job.train.monitor, monitored, _per_task(val, job.train.monitor),
+             stats["samples_per_second"], " (best)" if improved else "")
     run.plugins.hook.on_epoch_end(run=run, epoch=epoch + 1, logs=logs)
     patience = job.train.early_stopping.patience
     if patience is not None and state.stale >= patience:
@@ -721,6 +721,17 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
         run.metrics["early_stopped"] = True
         return False
     return True
+
+
+def _per_task(val: dict[str, Any], monitor: str) -> str:
+    """For a multi-task run monitoring a mean over tasks, each task's value of it (`` (label 0.91, urgency
+    0.78)``) for the epoch's line; empty otherwise."""
+    tasks = val.get("tasks")
+    if not isinstance(tasks, list) or "." in monitor:
+        return ""
+    found = [(t, val.get(f"{t}.{monitor}")) for t in tasks]
+    shown = [f"{t} {v:.4g}" if _scalar(v) else f"{t} n/a" for t, v in found]
+    return f" ({', '.join(shown)})"
 
 
 def save_last(loop: Loop, epoch: int, monitored: Any) -> None:

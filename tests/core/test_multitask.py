@@ -505,3 +505,12 @@ def test_bad_variants_fail_before_any_run(toy_plugin, tlapp, variants, said):
     code, _, err = tlapp("compare", "--plugin", "toy", "--strategies", "finetune", "--output", "c", *variants)
     assert code == 2 and said in err
     assert not Path("c").exists()
+
+
+def test_the_epoch_line_shows_each_tasks_value_of_a_mean_monitor(toy_plugin, tlapp):
+    code, out, err = tlapp("run", "--plugin", "toy", "--output", "m", "--epochs", "1", *TWO_TASKS,
+                           "--set", "train.monitor=accuracy", "--set", "train.monitor_mode=max")
+    assert code == 0, err
+    line = next(line for line in (out + err).splitlines() if "epoch 1/1: train_loss" in line)
+    val = read_metrics("m")["history"][0]["val"]
+    assert f"val accuracy {val['accuracy']:.4g} (blob {val['blob.accuracy']:.4g}, sign " in line
