@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from collections.abc import Callable
 
 import numpy as np
@@ -15,11 +16,12 @@ from tlcore import EpochSeeded
 
 @dataclass(frozen=True)
 class FrameItem:
-    """One training sample: a frame of a decoded file and its target."""
+    """One training sample: a frame of a decoded file and its target: a class index, a multi-hot tuple, or for a
+    multi-task manifest a dict task -> target tensor (``tlcore.multitask_targets``)."""
 
     path: Path
     frame: int
-    target: tuple[float, ...] | int
+    target: tuple[float, ...] | int | dict[str, torch.Tensor]
 
 
 class DicomFrames(EpochSeeded, Dataset):
@@ -51,8 +53,11 @@ class DicomFrames(EpochSeeded, Dataset):
         return (torch.from_numpy(np.ascontiguousarray(array)) - self.mean) / self.std
 
     def __getitem__(self, index: int):
-        target = self.items[index].target
-        target = torch.tensor(target, dtype=torch.float32) if isinstance(target, tuple) else int(target)
+        target: Any = self.items[index].target
+        if isinstance(target, tuple):
+            target = torch.tensor(target, dtype=torch.float32)
+        elif not isinstance(target, dict):  # a dict is collated task by task as it is
+            target = int(target)
         return self.image(index), target
 
 

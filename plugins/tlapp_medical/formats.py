@@ -22,12 +22,15 @@ Three steps, each usable alone:
 
 2. **Label** -- :func:`index_folders` (one sub-folder per class, optionally
    under ``train/``, ``val/``, ``test/``) or :func:`read_manifest` (a CSV
-   ``path,label[,patient_id][,split]``, multi-label with a delimiter). Both
-   return :class:`Sample` objects sorted by path.
+   ``path,label[,patient_id][,split]``, multi-label with a delimiter; or, for
+   multi-task learning, several label columns named by the caller, each a
+   task, an empty cell a missing label). Both return :class:`Sample` objects
+   sorted by path.
 
 3. **Split** -- :func:`split_by_patient`: explicit splits are honoured, the
    rest is split by patient (never by image), deterministically for a seed,
-   roughly stratified by class, every carved split given each class that has
+   roughly stratified by class (of the first task, for several label
+   columns), every carved split given each class that has
    two or more patients to spare; k-fold by patient on request. It returns
    :class:`Splits`: the files of each split, where each split came from, and
    the classes a carved split could not be given.
@@ -54,7 +57,7 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -94,6 +97,8 @@ SIDECAR_SUFFIXES = frozenset({
 SKIPPED_NAMES = frozenset({"dicomdir", "thumbs.db", "desktop.ini"})
 MANIFEST_COLUMNS = ("path", "label", "patient_id", "split")
 REQUIRED_COLUMNS = ("path", "label")
+# What a manifest with label columns (one per task) gives besides them; ``label`` is then a column like any other.
+TASK_MANIFEST_COLUMNS = ("path", "patient_id", "split")
 FILE_KEY_PREFIX = "file:"
 # The test share carved when test_fraction is left unset and the data gives no val or test split of its own.
 DEFAULT_TEST_FRACTION = 0.2
@@ -115,12 +120,18 @@ class Sample:
     raw identifier, hidden from ``repr`` -- hash it with :func:`patient_hash`
     before it reaches any output. ``split`` is ``"train"``, ``"val"``,
     ``"test"`` when the data set fixes it, else ``None``.
+
+    ``tasks`` holds, for a manifest read with label columns (multi-task), each
+    task's labels by column, ``None`` where the cell is empty (the file has no
+    label for that task); ``labels`` is then the first task's, ``()`` when
+    missing, so that splitting stratifies by the first task. Empty otherwise.
     """
 
     path: Path
     labels: tuple[str, ...]
     patient_key: str = field(repr=False)
     split: str | None = None
+    tasks: dict[str, tuple[str, ...] | None] = field(default_factory=dict, hash=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,7 +410,8 @@ def _split_labels(raw: str, delimiter: str | None) -> tuple[str, ...]:
 
 
 def read_manifest(path: str | os.PathLike[str], *, delimiter: str | None = ";",
-                  allow_outside_root: bool = False) -> list[Sample]:
+                  allow_outside_root: bool = False, label_columns: Sequence[str] | None = None,
+                  multilabel: Collection[str] = ()) -> list[Sample]:
     """Samples from a CSV manifest with columns ``path,label[,patient_id][,split]``.
 
     * Header row required; column names are case-insensitive, any order;
@@ -417,6 +429,15 @@ def read_manifest(path: str | os.PathLike[str], *, delimiter: str | None = ";",
     * Blank lines are skipped. Each bad row (missing file, empty path or
       label, unknown split, wrong number of fields, a file listed twice) is a
       :class:`DataError` whose ``where`` is ``manifest.csv:LINE``.
+
+    With ``label_columns`` (multi-task: one task per column) those columns
+    hold the labels instead of ``label``, which becomes a column like any
+    other; each must be in the header (case-insensitive; a misspelt one is a
+    :class:`DataError` naming the manifest, the columns it has and the one
+    probably meant). Columns that are not named are left alone (other tasks,
+    notes), unless their name is close to ``path``, ``patient_id`` or
+    ``split``. An empty cell is a missing label (``Sample.tasks``); a cell of
+    a task not in ``multilabel`` must hold one label.
     """
     csv_path = Path(path)
     if not csv_path.is_file():
@@ -439,13 +460,19 @@ def read_manifest(path: str | os.PathLike[str], *, delimiter: str | None = ";",
                 if not any(cell.strip() for cell in row):
                     continue
                 if columns is None:
-                    columns = _manifest_columns(row, where)
+                    columns = (_task_columns(row, where, label_columns) if label_columns
+                               else _manifest_columns(row, where))
+                    width = len(row)  # with label columns, not every column is read
                     continue
-                if len(row) != len(columns):
-                    raise DataError(f"row has {len(row)} fields, the header has {len(columns)}", where=where,
+                if len(row) != width:
+                    raise DataError(f"row has {len(row)} fields, the header has {width}", where=where,
                                     fix="quote values that contain commas; one file per row")
                 cell = {name: row[i].strip() for name, i in columns.items()}
-                samples.append(_manifest_row(cell, base, delimiter, where, line, seen, allow_outside_root))
+                sample = _manifest_row(cell, base, delimiter, where, line, seen, allow_outside_root,
+                                       label_columns)
+                if label_columns:
+                    sample = _with_tasks(sample, cell, label_columns, multilabel, delimiter, where)
+                samples.append(sample)
     except UnicodeDecodeError as exc:
         raise DataError(f"manifest is not UTF-8 text: {exc.reason}", where=str(csv_path),
                         fix="save the CSV as UTF-8") from None
@@ -467,8 +494,9 @@ def _manifest_columns(header: list[str], where: str) -> dict[str, int]:
         if name not in MANIFEST_COLUMNS:
             close = difflib.get_close_matches(name, MANIFEST_COLUMNS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
+            tasks = "" if close else f"; or, for a task per column, --set 'data.label_columns=[{raw.strip()}, ...]'"
             raise DataError(f"unknown manifest column {raw.strip()!r}", where=where,
-                            fix=f"{hint}columns are {', '.join(MANIFEST_COLUMNS)} (path and label required)")
+                            fix=f"{hint}columns are {', '.join(MANIFEST_COLUMNS)} (path and label required){tasks}")
         if name in columns:
             raise DataError(f"manifest column {name!r} appears twice", where=where, fix="keep one")
         columns[name] = i
@@ -479,8 +507,55 @@ def _manifest_columns(header: list[str], where: str) -> dict[str, int]:
     return columns
 
 
+def _task_columns(header: list[str], where: str, label_columns: Sequence[str]) -> dict[str, int]:
+    """The header of a manifest with label columns: ``path`` (required), ``patient_id``, ``split`` and each label
+    column, by name (a label column under its name in ``label_columns``), to their positions."""
+    wanted = {name.strip().lower(): name for name in label_columns}
+    present = [raw.strip() for raw in header]
+    columns: dict[str, int] = {}
+    for i, raw in enumerate(present):
+        lower = raw.lower()
+        name = wanted.get(lower, lower if lower in TASK_MANIFEST_COLUMNS else None)
+        if name is None:
+            close = difflib.get_close_matches(lower, TASK_MANIFEST_COLUMNS, n=1, cutoff=0.8)
+            if close:  # probably a misspelt patient_id or split: ignoring it would silently split otherwise
+                raise DataError(f"unknown manifest column {raw!r}", where=where,
+                                fix=f"did you mean {close[0]!r}? or name it in data.label_columns")
+            continue  # another task's column, or notes: not read
+        if name in columns:
+            raise DataError(f"manifest column {raw!r} appears twice", where=where, fix="keep one")
+        columns[name] = i
+    if "path" not in columns:
+        raise DataError("manifest header lacks the column path", where=where,
+                        fix="the first row must name the columns: path, the label columns[, patient_id][, split]")
+    for name in label_columns:
+        if name not in columns:
+            names = [c for c in present if c]
+            lowered = {c.lower(): c for c in names}
+            close = difflib.get_close_matches(name.strip().lower(), list(lowered), n=1)
+            hint = f"did you mean {lowered[close[0]]!r}? " if close else ""
+            raise DataError(f"the manifest has no label column {name!r} (data.label_columns)", where=where,
+                            fix=f"{hint}its columns: {', '.join(names)}; name those in data.label_columns")
+    return columns
+
+
+def _with_tasks(sample: Sample, cell: dict[str, str], label_columns: Sequence[str], multilabel: Collection[str],
+                delimiter: str | None, where: str) -> Sample:
+    """The sample with its labels per task (None for an empty cell), its ``labels`` the first task's."""
+    tasks: dict[str, tuple[str, ...] | None] = {}
+    for name in label_columns:
+        labels = _split_labels(cell[name], delimiter)
+        if len(labels) > 1 and name not in multilabel:
+            raise DataError(f"{len(labels)} labels ({', '.join(labels)}) in column {name!r} for {cell['path']}, "
+                            f"and task {name!r} is single-label", where=where,
+                            fix=f"give one label, or set model.heads.{name}.multilabel=true")
+        tasks[name] = labels or None
+    return Sample(sample.path, tasks[label_columns[0]] or (), sample.patient_key, sample.split, tasks)
+
+
 def _manifest_row(cell: dict[str, str], base: Path, delimiter: str | None, where: str, line: int,
-                  seen: dict[Path, int], allow_outside_root: bool) -> Sample:
+                  seen: dict[Path, int], allow_outside_root: bool,
+                  label_columns: Sequence[str] | None = None) -> Sample:
     raw_path = cell["path"]
     if not raw_path:
         raise DataError("empty path", where=where, fix="give the file's path relative to the CSV's folder")
@@ -504,8 +579,8 @@ def _manifest_row(cell: dict[str, str], base: Path, delimiter: str | None, where
         raise DataError(f"file listed twice: {raw_path} (first on line {seen[resolved]})", where=where,
                         fix="list each file once; give several labels with the label delimiter")
     seen[resolved] = line
-    labels = _split_labels(cell["label"], delimiter)
-    if not labels:
+    labels = () if label_columns else _split_labels(cell["label"], delimiter)  # label columns: _with_tasks
+    if not labels and not label_columns:
         raise DataError(f"empty label for {raw_path}", where=where, fix="give every file at least one label")
     raw_split = cell.get("split", "")
     split = None
@@ -703,7 +778,9 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2, test_
     explicit = set(assignment.values())
     # stratum of a patient: the set of labels it has, plus its most frequent label (ties: by name),
     # so that patients with images of several classes are spread by their dominant class
-    strata = {k: (*sorted(c), "|", min(c, key=lambda label: (-c[label], label))) for k, c in label_counts.items()}
+    # (a patient without labels -- every cell of the first task empty -- is a stratum of its own)
+    strata = {k: (*sorted(c), "|", min(c, key=lambda label: (-c[label], label)) if c else "")
+              for k, c in label_counts.items()}
     patients = sorted(strata)  # every patient key, sorted for a stable start
 
     if folds is not None and "val" in explicit:

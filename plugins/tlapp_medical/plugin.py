@@ -22,4 +22,5 @@ def register_augmentations(register):
 def register_dataset_formats(register):
     register("dicom-folders", formats.index_folders, "DICOM files in one sub-folder per class "
              "(optionally under train/ val/ test/)")
-    register("dicom-manifest", formats.read_manifest, "CSV manifest: path,label[,patient_id][,split]")
+    register("dicom-manifest", formats.read_manifest, "CSV manifest: path,label[,patient_id][,split], or a label "
+             "column per task (data.label_columns)")

@@ -18,21 +18,30 @@ from torch.utils.data import DataLoader
 
 from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
                     atomic_write_text, build_augmentation, image_grid, input_files, predict_probabilities,
-                    small_split_warning, write_predictions)
+                    predict_task_probabilities, prediction_columns, small_split_warning, task_predictions,
+                    write_predictions)
 
-from . import formats
+from . import formats, labels
 from .cache import DecodedCache
 from .datasets import DicomFrames, DicomInputs, FrameItem
 from .pixels import PixelSettings, inspect, read_dicom
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
+# The manifest data.label_columns reads when none is named: the bundled sample has one beside its class folders.
+DEFAULT_MANIFEST = "labels.csv"
 
 
 class DicomData(Section):
     path: str | None = Field(None, description="folder of DICOM files, or a CSV manifest; null: sample data")
     format: str = Field("auto", description="dataset format name (see `tlapp plugins`); auto: dicom-manifest "
                                             "when a manifest is given, else dicom-folders")
-    manifest: str | None = Field(None, description="CSV manifest (path,label[,patient_id][,split]) in or beside path")
+    manifest: str | None = Field(None, description="CSV manifest (path,label[,patient_id][,split]) in or beside "
+                                                   "path; null: none, or with label_columns "
+                                                   f"{DEFAULT_MANIFEST} in path")
+    label_columns: list[str] | None = Field(None, description="multi-task: the manifest's label columns, a task each "
+                                                              "(an empty cell: no label for that task; see "
+                                                              "model.heads); null: one task, the class folders or "
+                                                              "the manifest's label column")
     label_delimiter: str = Field(";", min_length=1, description="separates labels of one file (multi-label)")
     window: str = Field("file", description="file | minmax | a preset (lung, mediastinum, bone, brain, "
                                             "soft_tissue, ...) | 'center,width'")
@@ -58,6 +67,20 @@ class DicomData(Section):
         except ConfigError as exc:
             raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from None
         return value
+
+    @field_validator("label_columns")
+    @classmethod
+    def _label_columns(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value or any(not name.strip() for name in value):
+            raise ValueError("list the manifest's label columns (e.g. [finding, view]), or null for one task")
+        if len({name.strip().lower() for name in value}) != len(value):
+            raise ValueError("a label column is named twice (names are case-insensitive)")
+        taken = [name for name in value if name.strip().lower() in formats.TASK_MANIFEST_COLUMNS]
+        if taken:
+            raise ValueError(f"{taken[0]!r} is the manifest's {taken[0].strip().lower()} column, not a label column")
+        return [name.strip() for name in value]
 
     @model_validator(mode="after")
     def _check(self) -> DicomData:
@@ -102,6 +125,7 @@ class DicomClassification(ClassificationTask):
     name = "dicom-classification"
     description = "classify DICOM images (folders per class or a CSV manifest), split by patient"
     DataOptions = DicomData
+    supports_multitask = True  # data.label_columns: a task per manifest column (labels.py)
     negative_class_names = frozenset({"normal", "no_finding", "healthy", "negative", "benign"})
     sample_data = SAMPLE_DATA
     sample_script = "python scripts/make_medical_sample.py"
@@ -131,16 +155,35 @@ class DicomClassification(ClassificationTask):
         manifest = job.data.manifest
         if root.is_file():
             manifest, root = str(root.absolute()), root.parent  # absolute: not joined to its own folder again
+        columns = job.data.label_columns
+        if columns and not manifest:
+            # Label columns are a manifest's; the sample ships one beside its folders, which a folder run ignores.
+            if not (root / DEFAULT_MANIFEST).is_file():
+                raise DataError(f"data.label_columns names columns of a CSV manifest, and no manifest was given "
+                                f"(and there is no {DEFAULT_MANIFEST} in {root})", where="data.manifest",
+                                fix="set data.manifest=FILE.csv or pass the CSV as --data; or drop "
+                                    "data.label_columns to label files by their class folders")
+            manifest = DEFAULT_MANIFEST
         fmt = job.data.format
         if fmt == "auto":
             fmt = "dicom-manifest" if manifest else "dicom-folders"
+        if columns and fmt != "dicom-manifest":
+            raise ConfigError(f"data.label_columns names columns of a CSV manifest, and data.format {fmt} labels "
+                              "files otherwise", where="data.format",
+                              fix="set data.format=auto (or dicom-manifest) with a manifest, or drop "
+                                  "data.label_columns")
         reader = context.registry.dataset_formats.get_or_fail(fmt, where="data.format").factory
         if fmt == "dicom-manifest":
             if not manifest:
                 raise DataError("data.format is dicom-manifest but no manifest was given",
                                 fix="set data.manifest=labels.csv or pass the CSV as --data")
             path = Path(manifest) if Path(manifest).is_absolute() else root / manifest
-            return reader(path, delimiter=job.data.label_delimiter, allow_outside_root=job.data.allow_outside_root)
+            tasks: dict[str, Any] = {}
+            if columns:  # model.heads checked against the columns before the manifest is read
+                specs = self.task_specs(job, columns)
+                tasks = {"label_columns": columns, "multilabel": {t for t, spec in specs.items() if spec.multilabel}}
+            return reader(path, delimiter=job.data.label_delimiter, allow_outside_root=job.data.allow_outside_root,
+                          **tasks)
         return reader(root, allow_outside_root=job.data.allow_outside_root, warn=warn)
 
     @staticmethod
@@ -164,31 +207,47 @@ class DicomClassification(ClassificationTask):
 
     @staticmethod
     def _data_warnings(samples, splits: dict[str, list] | None = None,
-                       said: dict[str, list[str]] | None = None) -> list[str]:
+                       said: dict[str, list[str]] | None = None, labels_of=None, task: str | None = None) -> list[str]:
         """Classes too small to be both learnt and measured, and splits that lack a class.
 
         ``said``: per split, classes already warned about (a carved split that could not be given them),
-        left out here so that each fact is said once."""
+        left out here so that each fact is said once. ``labels_of`` (sample -> labels; ``Sample.labels``
+        by default) and ``task`` (its name, which starts each note) for one task of a multi-task manifest."""
+        labels_of = labels_of or (lambda s: s.labels)
         files: Counter[str] = Counter()
         patients: dict[str, set[str]] = defaultdict(set)
         for s in samples:
-            files.update(s.labels)
-            for label in s.labels:
+            files.update(labels_of(s))
+            for label in labels_of(s):
                 patients[label].add(s.patient_key)
         notes = [f"class {c!r} has {files[c]} file(s) from a single patient: they all land in one split, so the "
                  f"model cannot both learn it and be measured on it" for c in sorted(files) if len(patients[c]) < 2]
         for split, items in (splits or {}).items():
-            present = {label for s in items for label in s.labels}
+            present = {label for s in items for label in labels_of(s)}
             missing = sorted(set(files) - present - set((said or {}).get(split, ())))
             if items and missing:
                 effect = "the model never sees" if split == "train" else "per-class metrics there are null for"
                 notes.append(f"the {split} split has no files of class(es) {', '.join(missing)}: {effect} them")
-        return notes
+        return [f"task {task!r}: {note}" for note in notes] if task else notes
+
+    @classmethod
+    def _task_warnings(cls, samples, splits: formats.Splits | None, job: JobSpec) -> list[str]:
+        """``_data_warnings`` for one task, or for each task of a multi-task manifest (the carved splits'
+        missing classes, ``splits.missed``, are of the first task: splits are stratified by it)."""
+        columns = job.data.label_columns
+        if not columns:
+            return cls._data_warnings(samples, splits, said=splits.missed if splits else None) + \
+                (splits.warnings if splits else [])
+        notes = []
+        for i, task in enumerate(columns):
+            said = splits.missed if splits is not None and i == 0 else None
+            notes += cls._data_warnings(samples, splits, said=said, labels_of=labels.labels_of(task), task=task)
+        return notes + [f"task {columns[0]!r}: {w}" for w in (splits.warnings if splits else [])]
 
     @classmethod
     def _split_notes(cls, samples, splits: formats.Splits, job: JobSpec) -> list[str]:
         """What a run and `data check` both say about the data and its splits, each fact once."""
-        notes = cls._data_warnings(samples, splits, said=splits.missed) + splits.warnings
+        notes = cls._task_warnings(samples, splits, job)
         if splits.sources["test"] == "none" and splits["val"]:
             where = "validation fold" if splits.sources["val"] == "folds" else "validation split"
             if job.data.test_fraction is None:
@@ -241,9 +300,24 @@ class DicomClassification(ClassificationTask):
         decoder = self._decoder(job, context)
         notes: list[str] = []
         samples = self._samples(job, context, notes.append)
-        self.positive_class(job, self._classes(samples, job))  # asked before every file is decoded
+        specs = self.task_specs(job, job.data.label_columns) if job.data.label_columns else {}
+        if specs:  # classes and positive classes of every task, asked before every file is decoded
+            tasks = labels.task_labels(specs, samples)
+            self.check_tasks(job, tasks, [labels.targets(tasks, s) for s in samples])
+        else:
+            self.positive_class(job, self._classes(samples, job))
         samples, frame_counts, bad = self._decode_all(samples, decoder, job, context)
-        class_names = self._classes(samples, job)  # skipped files may drop a class: the engine checks again
+        class_names: list[str] | dict[str, list[str]]
+        num_outputs: int | dict[str, int]
+        if specs:
+            tasks = labels.task_labels(specs, samples)  # skipped files may drop a class: checked again below
+            target_of: dict[Path, Any] = {s.path: labels.targets(tasks, s) for s in samples}
+            class_names = {t.name: t.class_names for t in tasks}
+            num_outputs = {t.name: t.num_outputs for t in tasks}
+        else:
+            class_names = self._classes(samples, job)  # skipped files may drop a class: the engine checks again
+            target_of = {s.path: self._target(s, class_names, job) for s in samples}
+            num_outputs = len(class_names)
         if for_training:
             splits = formats.split_by_patient(samples, val_fraction=job.data.val_fraction,
                                               test_fraction=job.data.test_fraction, seed=job.train.seed,
@@ -263,8 +337,13 @@ class DicomClassification(ClassificationTask):
             return [(s, f) for s in splits[split] for f in range(frame_counts[s.path])]
 
         def dataset(split: str, transform=None) -> DicomFrames:
-            items = [FrameItem(s.path, f, self._target(s, class_names, job)) for s, f in frames(split)]
+            items = [FrameItem(s.path, f, target_of[s.path]) for s, f in frames(split)]
             return DicomFrames(items, decoder, backbone.mean, backbone.std, transform, seed=job.train.seed)
+
+        task_summary: dict[str, Any] = {}
+        if specs and for_training:  # every task has a labelled training sample (after the split)
+            task_summary["labelled_for_training"] = self.check_tasks(
+                job, tasks, [target_of[s.path] for s, _ in frames("train")])
 
         # Bootstrap intervals resample patients, and auto's race keeps a patient's frames in one fold, since
         # one patient's frames are not independent samples. The engine only needs to tell patients apart, so
@@ -277,32 +356,43 @@ class DicomClassification(ClassificationTask):
             "skipped_files": len(bad),
             "splits": {
                 split: {"files": len(items), "frames": sum(frame_counts[s.path] for s in items),
-                        "patients": len({s.patient_key for s in items}),
-                        "classes": dict(Counter(label for s in items for label in s.labels))}
+                        "patients": len({s.patient_key for s in items}), **self._balance(items, specs)}
                 for split, items in splits.items()
             },
             "split_sources": splits.sources,
+            **task_summary,
             "pixels": job.data.pixel_settings().key(),
             **({"warnings": notes} if notes else {}),
         }
         return DataBundle(train=dataset("train", augment), val=dataset("val"), test=dataset("test"),
-                          num_outputs=len(class_names), class_names=class_names, summary=summary,
+                          num_outputs=num_outputs, class_names=class_names, summary=summary,
                           groups=groups, group_unit="patient")
+
+    @staticmethod
+    def _balance(samples: Sequence[formats.Sample], specs: dict[str, Any]) -> dict[str, Any]:
+        """Files per class of some samples; of a multi-task manifest per task, with the files each task has
+        a label for (the others are masked out of it)."""
+        if not specs:
+            return {"classes": dict(Counter(label for s in samples for label in s.labels))}
+        return {"classes": labels.class_counts(specs, samples), "labelled": labels.labelled_counts(specs, samples)}
 
     def preview(self, job: JobSpec, data: DataBundle, context: Context, batch: Any, path: Path) -> Path:
         """The batch's frames as the network gets them, normalisation undone (so what shows is the windowed,
-        augmented frame), each with its label."""
+        augmented frame), each with its label (with several label columns, each task's, ``-`` where missing)."""
         images, targets = batch
         frames = cast(DicomFrames, data.train)
         shown = (images.float().cpu() * frames.std + frames.mean).clamp(0, 1)
+        if isinstance(targets, dict):  # a multi-task batch: task -> targets of every sample
+            targets = [{task: t[i] for task, t in targets.items()} for i in range(len(images))]
         captions = [self.target_name(t, data.class_names) for t in targets]
         title = f"training batch as the model sees it: window {job.data.window}, augment {job.augment}"
         return image_grid(list(shown), captions, path, title=title)
 
     def classical_inputs(self, job: JobSpec, data: DataBundle, split: str) -> ClassicalInputs | None:
         """Raw pixels, grey and shrunk to 32x32 by area averaging, then standardised: the classic image
-        baseline. The frames come from the decoded-pixel cache, without augmentation."""
-        if job.model.multilabel:
+        baseline. The frames come from the decoded-pixel cache, without augmentation. Single-label, single-task
+        only: None for multi-label and multi-task data."""
+        if job.model.multilabel or isinstance(data.class_names, dict):
             return None
         from sklearn.preprocessing import StandardScaler
 
@@ -329,8 +419,11 @@ class DicomClassification(ClassificationTask):
 
     # ------------------------------------------------------------ predictions and preflight
 
-    def predict(self, model, job: JobSpec, class_names: list[str], inputs: Sequence[str], context: Context,
-                out_dir: Path) -> list[dict[str, Any]]:
+    def predict(self, model, job: JobSpec, class_names: list[str] | dict[str, list[str]], inputs: Sequence[str],
+                context: Context, out_dir: Path) -> list[dict[str, Any]]:
+        """Every frame of the input files: its predicted class (or classes) and every class's probability; for a
+        multi-task run, under ``predictions`` each task's, and in the CSV a ``<task>`` and ``p_<task>_<class>``
+        column each."""
         files = input_files(inputs, formats.find_dicom_files, "DICOM files")
         decoder = self._decoder(job, context)
         items, bad = [], []
@@ -345,6 +438,15 @@ class DicomClassification(ClassificationTask):
         backbone = context.registry.backbones.get_or_fail(job.model.backbone)
         loader = DataLoader(DicomInputs(items, decoder, backbone.mean, backbone.std),
                             batch_size=job.train.batch_size)
+        specs = self.task_specs(job)
+        if specs:
+            found = task_predictions(specs, cast(dict[str, list[str]], class_names),
+                                     predict_task_probabilities(model, loader, context.device, specs))
+            records = [{"file": str(item.path), "frame": item.frame, "predictions": p} for item, p in zip(items, found)]
+            rows = [{"file": r["file"], "frame": r["frame"], **prediction_columns(r["predictions"])} for r in records]
+            write_predictions(records, out_dir, rows=rows, delimiter=job.data.label_delimiter)
+            return records
+        class_names = cast(list[str], class_names)
         probs = predict_probabilities(model, loader, context.device, job.model.multilabel)
         records = []
         for item, p in zip(items, probs.tolist()):
@@ -362,6 +464,7 @@ class DicomClassification(ClassificationTask):
     def check_data(self, job: JobSpec, context: Context) -> dict[str, Any]:
         notes: list[str] = []
         samples = self._samples(job, context, notes.append)
+        specs = self.task_specs(job, job.data.label_columns) if job.data.label_columns else {}
         facts, unreadable = [], []
         frame_counts: dict[Path, int] = {}
         decoder = self._decoder(job, context)
@@ -383,7 +486,7 @@ class DicomClassification(ClassificationTask):
             "photometric_interpretations": dict(Counter(str(f["photometric_interpretation"]) for f in facts)),
             "transfer_syntaxes": dict(Counter(str(f["transfer_syntax_name"]) for f in facts)),
             "undecodable_files": unreadable,
-            "classes": dict(Counter(label for s in usable for label in s.labels)),
+            **self._balance(usable, specs),
             "patients": len({s.patient_key for s in usable}),
         }
         splits = None
@@ -392,18 +495,14 @@ class DicomClassification(ClassificationTask):
                                               test_fraction=job.data.test_fraction, seed=job.train.seed,
                                               folds=job.data.folds, fold=job.data.fold)
             report["splits"] = {k: {"files": len(v), "patients": len({s.patient_key for s in v}),
-                                    "classes": dict(Counter(lb for s in v for lb in s.labels))}
+                                    **self._balance(v, specs)}
                                 for k, v in splits.items()}
             report["split_sources"] = splits.sources
         except DataError as exc:
             report["splits"] = {"error": exc.what}
-        report["positive_class"] = None
-        try:
-            report["positive_class"] = self.positive_class(job, sorted(report["classes"]))
-        except ConfigError as exc:  # a run would stop here; a check reports it with the rest
-            notes.append(f"{exc.what}; {exc.fix}")
+        report["positive_class"] = self._positive_classes(job, report["classes"], specs, notes)
         if splits is None:
-            notes += self._data_warnings(usable)
+            notes += self._task_warnings(usable, None, job)
         else:
             notes += self._split_notes(usable, splits, job)
             # A run hears this from the engine, which sees the built splits; a check has to say it itself.
@@ -418,3 +517,24 @@ class DicomClassification(ClassificationTask):
             context.log.warning("data: %s", note)
         report["warnings"] = notes
         return report
+
+    def _positive_classes(self, job: JobSpec, classes: dict[str, Any], specs: dict[str, Any],
+                          notes: list[str]) -> str | dict[str, str | None] | None:
+        """The class sensitivity and specificity are about (per task for a multi-task manifest); what a run
+        would stop to ask goes into ``notes`` instead, so that a check reports it with the rest."""
+        if not specs:
+            try:
+                return self.positive_class(job, sorted(classes))
+            except ConfigError as exc:
+                notes.append(f"{exc.what}; {exc.fix}")
+                return None
+        chosen: dict[str, str | None] = {}
+        for task, spec in specs.items():
+            names = sorted(classes.get(task, {}))
+            try:
+                chosen[task] = self.positive_class(job.model_copy(update={"model": spec}), names)
+            except ConfigError as exc:
+                chosen[task] = None
+                notes.append(f"task {task!r}: {exc.what}; name it: --set model.heads.{task}.positive_class=NAME "
+                             f"(one of: {', '.join(names)})")
+        return chosen
