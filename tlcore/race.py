@@ -217,9 +217,12 @@ def race_folds(run: Run, prepared: Prepared, k: int, race_on: str) -> tuple[list
 
 
 def _labels(dataset: Any, data: DataBundle, batch_size: int) -> list[int] | None:
-    """Class indices of a single-label dataset, for stratified folds; None for other targets."""
+    """Class indices of a single-label dataset, for stratified folds (multi-task: the first task's, as the
+    plugins stratify their splits, with unlabelled samples a stratum of their own); None for other targets."""
     labels: list[int] = []
     for _, target in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=data.collate_fn):
+        if isinstance(target, dict) and target:
+            target = next(iter(target.values()))
         if not (isinstance(target, torch.Tensor) and target.dim() == 1 and not target.is_floating_point()):
             return None
         labels.extend(int(t) for t in target)

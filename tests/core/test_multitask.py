@@ -514,3 +514,11 @@ def test_the_epoch_line_shows_each_tasks_value_of_a_mean_monitor(toy_plugin, tla
     line = next(line for line in (out + err).splitlines() if "epoch 1/1: train_loss" in line)
     val = read_metrics("m")["history"][0]["val"]
     assert f"val accuracy {val['accuracy']:.4g} (blob {val['blob.accuracy']:.4g}, sign " in line
+
+
+def test_auto_folds_stratify_a_multitask_job_by_its_first_task():
+    from tlcore.race import _labels
+
+    targets = [{"a": torch.tensor(i % 2), "b": torch.tensor(MISSING)} for i in range(6)]
+    dataset = [(torch.zeros(2), t) for t in targets]
+    assert _labels(dataset, DataBundle(dataset, dataset, None, {"a": 2, "b": 2}), 4) == [0, 1, 0, 1, 0, 1]
