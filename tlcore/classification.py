@@ -83,6 +83,13 @@ def plain_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """``did you mean 'X'? `` for the name in ``names`` closest to ``name`` (case and separators ignored first:
+    "no finding" is "No_Finding"), or nothing when none is close: the start of a message's fix."""
+    close = [n for n in names if plain_name(n) == plain_name(name)] or difflib.get_close_matches(name, list(names), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def resolve_positive_class(spec: ClassifierSpec, class_names: list[str],
                            negative_names: Collection[str] = (), where: str = "model") -> str | None:
     """The class sensitivity and specificity are about: ``model.positive_class``, else for two classes the one
@@ -99,11 +106,9 @@ def resolve_positive_class(spec: ClassifierSpec, class_names: list[str],
             raise ConfigError(f"{option} applies to single-label classification", where=option,
                               fix="drop it: multi-label sensitivity and specificity are averaged over labels")
         if chosen not in class_names:
-            close = [c for c in class_names if plain_name(c) == plain_name(chosen)] or \
-                difflib.get_close_matches(chosen, class_names, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(f"positive class {chosen!r} is not one of the classes: {', '.join(class_names)}",
-                              where=option, fix=f"{hint}set --set {option}=NAME with one of those names")
+                              where=option,
+                              fix=f"{did_you_mean(chosen, class_names)}set --set {option}=NAME with one of those names")
         return chosen
     if spec.multilabel or len(class_names) != 2 or not POSITIVE_CLASS_METRICS & set(spec.metrics):
         return None
@@ -206,7 +211,7 @@ class ClassificationEvaluator(Evaluator):
     def add(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Take a batch's logits (float) and targets."""
         self.losses.append(classification_loss_from_logits(logits, target, self.multilabel, per_sample=True).cpu())
-        self.probs.append((torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)).cpu())
+        self.probs.append(probabilities(logits, self.multilabel))
         self.targets.append(target.cpu().long())
         self._joined = None
 
@@ -369,16 +374,26 @@ class ClassificationTask(Task):
 
 
 @torch.no_grad()
-def predict_probabilities(model: nn.Module, loader, device: torch.device, multilabel: bool,
-                          precision=None) -> torch.Tensor:
+def batch_outputs(model: nn.Module, loader, device: torch.device, precision=None):
+    """The model's outputs (logits, or a multi-task model's dict of them) for each batch of inputs ``loader``
+    yields, in evaluation mode, without gradients, under ``precision``'s autocast when given."""
     model.eval()
-    out = []
     for inputs in loader:
         inputs = to_device(inputs, device)
         if precision is not None:
             with precision.autocast(device):
-                logits = model(inputs).float()
+                yield model(inputs)
         else:
-            logits = model(inputs).float()
-        out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).cpu())
+            yield model(inputs)
+
+
+def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Sigmoid per label for multi-label outputs, else softmax over the classes; float, on the CPU."""
+    logits = logits.float()
+    return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).cpu()
+
+
+def predict_probabilities(model: nn.Module, loader, device: torch.device, multilabel: bool,
+                          precision=None) -> torch.Tensor:
+    out = [probabilities(logits, multilabel) for logits in batch_outputs(model, loader, device, precision)]
     return torch.cat(out) if out else torch.empty(0)

@@ -105,9 +105,9 @@ def numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
         if name in ABOUT_METRICS or name in tasks:
             continue
         if isinstance(value, dict):
-            if value and all(v is None or _is_number(v) for v in value.values()):
+            if value and all(v is None or is_number(v) for v in value.values()):
                 out.update({f"{name}.{key}": _finite(v) for key, v in value.items()})
-        elif value is None or _is_number(value):
+        elif value is None or is_number(value):
             out[name] = _finite(value)
     for task, result in tasks.items():
         out.update({f"{task}.{name}": v for name, v in numbers(result).items()})
@@ -168,14 +168,15 @@ def _with_intervals(metrics: dict[str, Any], boot: Bootstrap, prefix: str) -> di
         key = prefix + name
         if isinstance(value, dict) and any(f"{key}.{k}" in boot.values for k in value):
             out[f"{name}_ci"] = {k: boot.interval(f"{key}.{k}") if value[k] is not None else None for k in value}
-        elif _is_number(value) and key in boot.values:
+        elif is_number(value) and key in boot.values:
             out[f"{name}_ci"] = boot.interval(key)
     for task, result in tasks.items():
         out[task] = _with_intervals(result, boot, f"{task}.")
     return out
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A metric's number (int or float, not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -204,7 +205,7 @@ def shown(metrics: dict[str, Any]) -> str:
 def _shown(metrics: dict[str, Any], prefix: str) -> list[str]:
     parts = []
     for name, value in metrics.items():
-        if name in ABOUT_METRICS or name.endswith("_ci") or not (value is None or _is_number(value)):
+        if name in ABOUT_METRICS or name.endswith("_ci") or not (value is None or is_number(value)):
             continue
         if value is None:
             parts.append(f"{prefix}{name} n/a")

@@ -52,7 +52,6 @@ dicts of class names and outputs, from which ``load_run`` rebuilds the model.
 
 from __future__ import annotations
 
-import difflib
 import statistics
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,12 +61,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .classification import (ClassificationEvaluator, ClassifierSpec, HeadSpec, build_backbone, plain_name,
+from .classification import (ClassificationEvaluator, ClassifierSpec, HeadSpec, batch_outputs, build_backbone,
+                             did_you_mean, probabilities,
                              resolve_positive_class)
 from .config import JobSpec
-from .engine import to_device
 from .errors import ConfigError, DataError, PluginError
-from .intervals import ABOUT_METRICS
+from .intervals import ABOUT_METRICS, is_number
 from .registry import ParameterGroup
 from .task import Context, DataBundle, Evaluator
 
@@ -114,7 +113,7 @@ def task_specs(job: JobSpec, columns: Sequence[str] | None = None,
     for name in train.task_weights:
         if name not in heads:
             raise ConfigError(f"train.task_weights names task {name!r}, which model.heads does not declare",
-                              where="train.task_weights", fix=_did_you_mean(name, order)
+                              where="train.task_weights", fix=did_you_mean(name, order)
                               + f"the tasks: {', '.join(order)}")
     if train.task_weighting == "uncertainty" and train.task_weights:
         raise ConfigError("train.task_weights are fixed weights, and train.task_weighting uncertainty learns them",
@@ -156,17 +155,11 @@ def _check_same_tasks(declared: list[str], columns: list[str], where: str) -> No
         if name not in columns:
             raise ConfigError(f"model.heads names task {name!r}, which is not a label column of the data ({where})",
                               where=f"model.heads.{name}",
-                              fix=_did_you_mean(name, columns) + f"the data's tasks: {', '.join(columns)}")
+                              fix=did_you_mean(name, columns) + f"the data's tasks: {', '.join(columns)}")
     for name in columns:
         if name not in declared:
             raise ConfigError(f"label column {name!r} ({where}) has no head in model.heads", where="model.heads",
                               fix=f"add one (--set model.heads.{name}=linear), or drop {name} from {where}")
-
-
-def _did_you_mean(name: str, names: Sequence[str]) -> str:
-    plain = plain_name(name)  # case and separators ignored: "pa" is "PA", "no finding" "No_Finding"
-    close = [n for n in names if plain_name(n) == plain] or difflib.get_close_matches(name, list(names), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def multitask_metric_names(specs: Mapping[str, ClassifierSpec]) -> list[str]:
@@ -226,7 +219,7 @@ class TaskLabels:
         if name in self._index:
             return self._index[name]
         raise DataError(f"label {name!r} is not a class of task {self.name!r}", where=where,
-                        fix=_did_you_mean(name, self.class_names) + f"its classes: {', '.join(self.class_names)}")
+                        fix=did_you_mean(name, self.class_names) + f"its classes: {', '.join(self.class_names)}")
 
 
 def multitask_targets(tasks: Sequence[TaskLabels], cells: Mapping[str, Any],
@@ -493,7 +486,7 @@ class MultiTaskEvaluator(Evaluator):
         first = next(iter(self.specs.values()))
         for name in first.metrics:
             values = [r.get(name) for r in results.values()]
-            if name not in RESERVED_NAMES and all(v is None or _is_number(v) for v in values) and \
+            if name not in RESERVED_NAMES and all(v is None or is_number(v) for v in values) and \
                     all(name in s.metrics for s in self.specs.values()):
                 defined = [float(v) for v in values if v is not None]
                 out[name] = statistics.fmean(defined) if defined else None
@@ -510,29 +503,16 @@ class MultiTaskEvaluator(Evaluator):
         return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # ---------------------------------------------------------------- predictions
 
-@torch.no_grad()
 def predict_task_probabilities(model: nn.Module, loader: Iterable[Any], device: torch.device,
                                specs: Mapping[str, ClassifierSpec], precision: Any = None) -> dict[str, torch.Tensor]:
     """Each task's probabilities (softmax, or sigmoid for a multi-label task) for the inputs ``loader``
     yields (inputs only, as for ``predict_probabilities``), by task."""
-    model.eval()
     out: dict[str, list[torch.Tensor]] = {task: [] for task in specs}
-    for inputs in loader:
-        inputs = to_device(inputs, device)
-        if precision is not None:
-            with precision.autocast(device):
-                logits = model(inputs)
-        else:
-            logits = model(inputs)
+    for logits in batch_outputs(model, loader, device, precision):
         for task, spec in specs.items():
-            scores = logits[task].float()
-            out[task].append((torch.sigmoid(scores) if spec.multilabel else torch.softmax(scores, 1)).cpu())
+            out[task].append(probabilities(logits[task], spec.multilabel))
     return {task: torch.cat(kept) if kept else torch.empty(0) for task, kept in out.items()}
 
 

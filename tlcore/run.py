@@ -712,7 +712,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
     save_last(loop, epoch + 1, monitored)
     run.write_metrics()
     log.info("epoch %d/%d: train_loss %.4f, val %s %.4g%s, %.1f samples/s%s", epoch + 1, loop.budget.epochs,
-             stats["train_loss"], job.train.monitor, monitored, _per_task(val, job.train.monitor),
+             stats["train_loss"], job.train.monitor, monitored, _task_values(val, job.train.monitor),
              stats["samples_per_second"], " (best)" if improved else "")
     run.plugins.hook.on_epoch_end(run=run, epoch=epoch + 1, logs=logs)
     patience = job.train.early_stopping.patience
@@ -723,7 +723,7 @@ def train_epoch(loop: Loop, index: int, phase: Phase, epoch: int) -> bool:
     return True
 
 
-def _per_task(val: dict[str, Any], monitor: str) -> str:
+def _task_values(val: dict[str, Any], monitor: str) -> str:
     """For a multi-task run monitoring a mean over tasks, each task's value of it (`` (label 0.91, urgency
     0.78)``) for the epoch's line; empty otherwise."""
     tasks = val.get("tasks")

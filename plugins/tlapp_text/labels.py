@@ -3,7 +3,7 @@
 With ``data.label_columns: [label, urgency]`` every column (JSONL: field) is a task with a head of its own on
 the one encoder: ``model.head`` with the top-level ``model`` options, or with ``model.heads`` (which then names
 every column) a head and options per task. ``model.heads`` alone declares the tasks too, its names the columns.
-The core reads both options from the job; this module reads the columns.
+The core reads both options from the job (``ClassificationTask.task_specs``); this module reads the columns.
 
 A row's cell for a task may be empty (CSV) or its key absent (JSONL): the row is then unlabelled for that task
 only, and left out of that task's loss and metrics. A task's classes are the labels of its column in the
@@ -16,19 +16,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tlcore import JobSpec, TaskLabels, multitask_targets
+from tlcore import TaskLabels, multitask_targets
 
 from .formats import SPLITS, Problem, Record
-
-
-def label_columns(job: JobSpec) -> list[str] | None:
-    """The label columns of a multi-task job, each a task: ``data.label_columns``, else the tasks
-    ``model.heads`` names; None for a one-task job (``data.label_column``)."""
-    columns = job.data.label_columns
-    if columns:
-        return list(columns)
-    heads = getattr(job.model, "heads", None)
-    return list(heads) if heads else None
 
 
 def task_labels(records: Iterable[Record], column: str) -> Iterable[str]:

@@ -23,7 +23,6 @@ from . import labels
 from .datasets import Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode, length_stats
 from .formats import (FORMATS, SPLITS, SUFFIXES, Columns, Problem, ReadResult, Record, decode, describe,
                       did_you_mean, find_files, format_of, stratified_split)
-from .labels import label_columns
 from .models import MINILM, TextBackbone
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
@@ -160,8 +159,9 @@ class TextClassification(ClassificationTask):
 
     def _columns(self, job: JobSpec, require_labels: bool = True, split: bool = True) -> Columns:
         d = job.data
-        columns = label_columns(job)
-        multilabel = [c for c, spec in self.task_specs(job, columns).items() if spec.multilabel] if columns else []
+        specs = self.task_specs(job)  # by task, in the order of data.label_columns (else model.heads)
+        columns = list(specs) or None
+        multilabel = [c for c, spec in specs.items() if spec.multilabel]
         return Columns(text_column=d.text_column, label_column=d.label_column,
                        split_column=d.split_column if split else None,
                        label_delimiter=d.label_delimiter, multilabel=job.model.multilabel,
@@ -204,7 +204,7 @@ class TextClassification(ClassificationTask):
 
     def _split(self, records: list[Record], how: str, job: JobSpec) -> Splits:
         d, seed = job.data, job.train.seed
-        columns = label_columns(job)
+        columns = list(self.task_specs(job)) or None
         # Record.labels holds the first label column's labels, which carved splits are stratified by.
         by = f", classes of the first label column {columns[0]!r}" if columns else ""
         if how == "random":
@@ -244,7 +244,7 @@ class TextClassification(ClassificationTask):
                  for_training: bool) -> tuple[list[str] | dict[str, list[str]], list[tuple[Record, Problem]]]:
         """Class names (by task, with label columns), and the rows whose labels are not among them."""
         run_classes = None if for_training else _run_classes(context)
-        columns = label_columns(job)
+        columns = list(self.task_specs(job)) or None
         if columns:
             by_task, origin = labels.task_classes(parts, columns, for_training,
                                                         run_classes if isinstance(run_classes, dict) else None)
