@@ -25,7 +25,8 @@ from .multitask import (MISSING, MultiTaskEvaluator, MultiTaskModel, TaskHeads, 
 from .seeding import EpochSeeded, sample_seed
 from .splits import missing_class_warnings, small_split_warning, take_covering
 from .strategies import Phase, Strategy, StrategyOptions
-from .task import BackboneHeadModel, Context, DataBundle, Evaluator, Task, TransferModel, input_files
+from .task import (BackboneHeadModel, Context, DataBundle, Evaluator, Task, TransferModel, UnlabelledData,
+                   input_files)
 from .run import Run
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "TrainingError",
     "TransferModel",
     "UncertaintyWeighting",
+    "UnlabelledData",
     "atomic_write_bytes",
     "atomic_write_text",
     "build_augmentation",

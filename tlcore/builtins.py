@@ -12,7 +12,9 @@ from torchmetrics import classification as tmc
 from .hookspecs import hookimpl
 from .auto import Auto
 from .distill import Distill
+from .adapt import ADAPTATION_METHODS
 from .methods import BUILTIN_METHODS
+from .semi import SEMI_SUPERVISED_METHODS
 from .strategies import BUILTIN_STRATEGIES
 
 
@@ -238,7 +240,7 @@ def register_metrics(register):
 
 @hookimpl
 def register_methods(register):
-    for method in [*BUILTIN_METHODS, Distill]:
+    for method in [*BUILTIN_METHODS, Distill, *ADAPTATION_METHODS, *SEMI_SUPERVISED_METHODS]:
         register(method)
 
 

@@ -13,10 +13,10 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import click
 
@@ -84,7 +84,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     """CLI flags as a nested job-spec dict (only the ones given)."""
     paths = {"data": "data.path", "init": "model.init", "strategy": "strategy.name", "epochs": "train.epochs",
              "batch_size": "train.batch_size", "lr": "train.lr", "device": "train.device", "seed": "train.seed",
-             "output": "output"}
+             "output": "output", "target_data": "adapt.target", "target_test": "adapt.target_test",
+             "unlabelled_data": "semi.unlabelled"}
     out: dict[str, Any] = {}
     for flag, value in flags.items():
         if value is None:
@@ -110,6 +111,12 @@ def job_options(command):
                      "run:DIR | none"),
         click.option("--teacher", metavar="run:DIR", help="Distil from this earlier run of the same task (method "
                      "distill; options method.temperature, method.alpha)."),
+        click.option("--target-data", metavar="PATH", help="Domain adaptation: the target domain's unlabelled data "
+                     "(with --set adapt.method=dann|coral)."),
+        click.option("--target-test", metavar="PATH", help="Labelled target-domain data the final metrics are "
+                     "also measured on (metrics.json target_test)."),
+        click.option("--unlabelled-data", metavar="PATH", help="Semi-supervised learning: unlabelled in-domain "
+                     "data (with --set semi.method=pseudo-label|fixmatch)."),
         click.option("--epochs", type=click.IntRange(min=1)),
         click.option("--batch-size", type=click.IntRange(min=1)),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True)),
@@ -228,11 +235,6 @@ def augment_preview(plugin, config_file, sets, augment, count, **flags) -> None:
     click.echo(f"written: {written[0]} ({count} training samples, augment {job.augment})")
 
 
-def _as_lists(class_names: Any) -> Any:
-    """Class names as compared between a run and data: a list, or per task a list (multi-task)."""
-    return {k: list(v) for k, v in class_names.items()} if isinstance(class_names, dict) else list(class_names)
-
-
 def torch_generator(seed: int):
     import torch
 
@@ -274,21 +276,16 @@ def evaluate(run_dir: str, data: str | None, output: str | None) -> None:
     """Evaluate a finished run's best weights."""
     from .checkpoint import atomic_write_text
     from .directories import check_output_file
-    from .run import evaluate_final, load_run
+    from .run import evaluate_final, labelled_data, load_run
 
     target = Path(output) if output else Path(run_dir) / "evaluation.json"
     check_output_file(target, "--output", may_replace=("evaluation.json",))
     loaded = load_plugins()
-    task, job, model, class_names, context, precision = load_run(
-        loaded, Path(run_dir), {"data": {"path": data}} if data else None)
-    bundle = task.build_data(job, context, for_training=data is None)
-    if _as_lists(bundle.class_names) != _as_lists(class_names):
-        from .errors import DataError
-
-        raise DataError(f"classes of the data {bundle.class_names} differ from the run's {class_names}",
-                        where=data or run_dir, fix="evaluate on data labelled with the run's classes")
+    task, job, model, class_names, context, precision = load_run(loaded, Path(run_dir))
+    bundle = (labelled_data(task, job, context, data, class_names, where="--data") if data
+              else task.build_data(job, context))
     split, metrics, _ = evaluate_final(task, job, bundle, model, context, precision)
-    samples = len(bundle.evaluation_split()[1])
+    samples = len(cast(Sized, bundle.evaluation_split()[1]))
     result = {"run": str(run_dir), "data": data or f"{split} split of the run", "samples": samples,
               "metrics": metrics}
     text = json.dumps(result, indent=2)

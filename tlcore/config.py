@@ -164,6 +164,27 @@ class MethodSpec(BaseModel):
     name: str = "supervised"
 
 
+class AdaptSpec(BaseModel):
+    """Domain adaptation: ``method`` (``none`` or an adaptation method: dann, coral) and that method's own options,
+    validated by it; ``target`` the target domain's unlabelled data (``--target-data``), ``target_test`` its
+    labelled data, on which the final metrics are measured as well as on the source test split
+    (``--target-test``, also with method none: the source-only baseline)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    method: str = "none"
+    target: str | None = None
+    target_test: str | None = None
+
+
+class SemiSpec(BaseModel):
+    """Semi-supervised fine-tuning: ``method`` (``none``, pseudo-label, fixmatch) and its own options, validated
+    by it; ``unlabelled`` the pool of unlabelled in-domain data (``--unlabelled-data``)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    method: str = "none"
+    unlabelled: str | None = None
+
+
 class JobSpec(Section):
     plugin: str
     task: str | None = None
@@ -172,6 +193,8 @@ class JobSpec(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
+    adapt: AdaptSpec = Field(default_factory=AdaptSpec)
+    semi: SemiSpec = Field(default_factory=SemiSpec)
     augment: str | None = Field(None, description="augmentation pipeline name; null: none")
     augment_options: dict[str, Any] = Field(default_factory=dict)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -188,9 +211,11 @@ def job_model(data_options: type[BaseModel], model_options: type[ModelSpec] = Mo
     )
 
 
-def validate_options(options: type[OptionsT], raw: dict[str, Any], section: str, owner: str) -> OptionsT:
-    """A strategy's or method's own options (``section`` is ``strategy`` or ``method``), or one clear error."""
-    allowed = ", ".join(["name", *options.model_fields])
+def validate_options(options: type[OptionsT], raw: dict[str, Any], section: str, owner: str,
+                     fixed: tuple[str, ...] = ("name",)) -> OptionsT:
+    """A strategy's or method's own options (``section`` is ``strategy``, ``method``, ``adapt`` or ``semi``), or
+    one clear error; ``fixed`` are the section's own keys besides the options (``name``)."""
+    allowed = ", ".join([*fixed, *options.model_fields])
 
     def bad(key: str, msg: str) -> ConfigError:
         return ConfigError(f"bad {section} option {section + '.' + key!r} for {section} {owner!r}: {msg}",

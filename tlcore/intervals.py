@@ -29,6 +29,7 @@ from .config import EvaluationSpec
 from .task import Evaluator
 
 RESAMPLES_FILE = "bootstrap.json"  # in the run directory: every metric's value on every resample
+TARGET_RESAMPLES_FILE = "bootstrap_target_test.json"  # the same for adapt.target_test's metrics
 # Keys of an evaluator's result that describe the metrics rather than being one.
 ABOUT_METRICS = frozenset({"undefined", "undefined_classes", "averaged_over", "bootstrap", "tasks"})
 

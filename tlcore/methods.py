@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .engine import to_device
 from .config import JobSpec, Section, validate_options
+from .errors import ConfigError
 from .registry import ParameterGroup
 from .seeding import sample_seed
 
@@ -39,11 +40,47 @@ class MethodOptions(Section):
     """A method's options (``method.<key>`` in the job spec); unknown keys are errors."""
 
 
+# The job-spec sections that choose a training method: section -> (the key naming the method, the name that
+# chooses none there, the section's keys that are not the method's options). ``method`` always chooses one
+# (supervised by default); ``adapt`` (domain adaptation) and ``semi`` (semi-supervised learning) choose theirs
+# only when named, and a job names at most one of the three.
+SECTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "method": ("name", "supervised", ()),
+    "adapt": ("method", "none", ("target", "target_test")),
+    "semi": ("method", "none", ("unlabelled",)),
+}
+
+
+def chosen_method(job: JobSpec) -> tuple[str, str, dict[str, Any]]:
+    """The section that chooses the job's training method, the method's name, and its options as given."""
+    chosen = []
+    for section, (key, unset, fixed) in SECTIONS.items():
+        raw = getattr(job, section).model_dump()
+        options = {k: v for k, v in raw.items() if k != key and k not in fixed}
+        if raw[key] != unset:
+            chosen.append((section, raw[key], options))
+        elif section != "method" and options:
+            extra = sorted(options)[0]
+            raise ConfigError(f"{section}.{extra} is an option of a method, and {section}.{key} is {unset}",
+                              where=f"{section}.{extra}",
+                              fix=f"choose the method with --set {section}.{key}=NAME, or drop {section}.{extra}")
+    if len(chosen) > 1:
+        named = " and ".join(f"{s}.{SECTIONS[s][0]}={n}" for s, n, _ in chosen)
+        raise ConfigError(f"one training method per job, and this one names {named}", where=chosen[1][0],
+                          fix="keep one of them (compare the others with `tlapp compare --variant`)")
+    if chosen:
+        return chosen[0]
+    return "method", "supervised", {k: v for k, v in job.method.model_dump().items() if k != "name"}
+
+
 class Method:
-    """Base class. Subclasses set ``name``, ``description``, ``Options`` and override what they add."""
+    """Base class. Subclasses set ``name``, ``description``, ``Options`` and override what they add;
+    ``section`` is the job-spec section that chooses it (``method.name``, ``adapt.method`` or ``semi.method``)
+    and holds its options."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    section: ClassVar[str] = "method"
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     # Head-only phases may train on cached backbone features only when the loss needs nothing but
     # the head's outputs and the labels (see tlcore.features).
@@ -55,7 +92,8 @@ class Method:
 
     @classmethod
     def from_spec(cls, raw_options: dict[str, Any]) -> Method:
-        return cls(validate_options(cls.Options, raw_options, "method", cls.name))
+        key, _, fixed = SECTIONS[cls.section]
+        return cls(validate_options(cls.Options, raw_options, cls.section, cls.name, fixed=(key, *fixed)))
 
     def check(self, job: JobSpec, task: Task) -> None:
         """Refuse, before any data is read, a job this method cannot serve (a task it does not apply to, a
@@ -95,6 +133,12 @@ class Method:
     def on_step(self) -> None:
         """Called after each optimizer step."""
         self.steps_done += 1
+
+    def epoch_summary(self) -> dict[str, Any]:
+        """What the method measured over the epoch that just trained (a domain classifier's accuracy, the share
+        of confident pseudo-labels), recorded in the epoch's history entry under the method's section; called
+        once per epoch, after training and before validation. Empty by default."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """What ``--resume`` needs: the trainable extra modules' weights and the step count."""

@@ -32,10 +32,10 @@ from .budget import Budget, plan_budget, recorded_budget, resumed_budget
 from .directories import kind_of, mark, prepare_output
 from .device import Precision, resolve_device, resolve_precision
 from .engine import evaluate, is_improvement, train_one_epoch
-from .errors import ConfigError, TlappError
+from .errors import ConfigError, DataError, TlappError
 from .features import FeatureCache, HeadOnly, cache_decision
-from .intervals import RESAMPLES_FILE, Bootstrap, add_intervals, flatten_tasks, shown
-from .methods import ExtraStreams, Method
+from .intervals import RESAMPLES_FILE, TARGET_RESAMPLES_FILE, Bootstrap, add_intervals, flatten_tasks, shown
+from .methods import SECTIONS, ExtraStreams, Method, chosen_method
 from .plugins import Plugins
 from .preview import write_previews
 from .schedule import make_optimizer, make_scheduler
@@ -64,6 +64,8 @@ class Run:
     model: nn.Module | None = None
     data: DataBundle | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    budget: Budget | None = None  # epochs, batch size and steps, once sized (before the method is set up)
+    target_test: DataBundle | None = None  # adapt.target_test's data, all in its test split, once built
 
     @property
     def config(self) -> dict[str, Any]:
@@ -197,8 +199,15 @@ def check_backbone_kept(job: cfg.JobSpec, architecture: dict[str, Any]) -> None:
 
 
 def method_class(plugins: Plugins, job: cfg.JobSpec) -> Method:
-    cls = plugins.registry.methods.get_or_fail(job.method.name, where="method.name")
-    options = {k: v for k, v in job.method.model_dump().items() if k != "name"}
+    """The job's training method with its options validated: the one ``method.name``, ``adapt.method`` or
+    ``semi.method`` names (see ``tlcore.methods.chosen_method``)."""
+    section, name, options = chosen_method(job)
+    key = SECTIONS[section][0]
+    cls = plugins.registry.methods.get_or_fail(name, where=f"{section}.{key}")
+    if cls.section != section:
+        theirs = f"{cls.section}.{SECTIONS[cls.section][0]}"
+        raise ConfigError(f"{name!r} is not chosen with {section}.{key}", where=f"{section}.{key}",
+                          fix=f"choose it with --set {theirs}={name}")
     return cls.from_spec(options)
 
 
@@ -374,6 +383,9 @@ def prepare(run: Run, resume: bool = False) -> Prepared:
     run.data = data
     warn_small_splits(data, job)
     task.evaluator(job, data, context)  # what the metrics need to know of the data (a positive class) fails now
+    if job.adapt.target_test:  # read before training, so that a bad target test fails now, not after it
+        run.target_test = labelled_data(task, job, context, job.adapt.target_test, data.class_names,
+                                        where="adapt.target_test")
     model = task.build_model(job, data.num_outputs, context).to(context.device)
     if job.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -495,6 +507,7 @@ def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
     prepared = prepare(run, resume=resumed is not None)
     generator = torch.Generator()
     prepared.budget, batches = training_budget(run.job, prepared.data, generator, resumed)
+    run.budget = prepared.budget
     log.info("budget: %s", prepared.budget.summary())
     strategy, choice = prepared.strategy.choose(run, prepared, _recorded_choice(resumed))
     loop = start(run, prepared, strategy, choice, resumed, generator, batches)
@@ -540,7 +553,7 @@ def start(run: Run, prepared: Prepared, strategy: Strategy, choice: dict[str, An
     run.metrics = {
         "plugin": job.plugin, "task": run.task.name, "status": "running",
         "strategy": strategy.name, "strategy_options": strategy.options.model_dump(),
-        "method": {"name": method.name, "options": method.options.model_dump()},
+        "method": {"name": method.name, "section": method.section, "options": method.options.model_dump()},
         "init": prepared.init_report.as_dict(), "device": str(run.context.device), "precision": run.precision.name,
         "seed": job.train.seed, "epochs": 0, "budget": budget.as_dict(), "monitor": job.train.monitor,
         "data": data.summary, "class_names": data.class_names, "phases": [], "history": [],
@@ -679,12 +692,15 @@ def train_and_validate(loop: Loop, phase: Phase, epoch: int, description: str) -
     else:
         stepped, batches, val_batches = model, loop.batches, loop.val_batches
     streams = ExtraStreams(loop.method.extra_loaders(epoch), run.context.device, job.train.channels_last)
-    stats = train_one_epoch(stepped, lambda m, batch: loop.method.loss(m, batch, streams.draw()), batches,
-                            optimizer, loop.scheduler, loop.scaler, run.precision, run.context.device,
-                            grad_accum=job.train.grad_accum, clip_grad_norm=job.train.clip_grad_norm,
-                            channels_last=job.train.channels_last, on_step=loop.method.on_step,
-                            description=description)
+    stats: dict[str, Any] = train_one_epoch(
+        stepped, lambda m, batch: loop.method.loss(m, batch, streams.draw()), batches, optimizer, loop.scheduler,
+        loop.scaler, run.precision, run.context.device, grad_accum=job.train.grad_accum,
+        clip_grad_norm=job.train.clip_grad_norm, channels_last=job.train.channels_last, on_step=loop.method.on_step,
+        description=description)
     stats["feature_cache"] = use_cache
+    measured = loop.method.epoch_summary()
+    if measured:
+        stats[loop.method.section] = measured
     val = flatten_tasks(evaluate(stepped, run.task.evaluator(job, data, run.context), val_batches, run.precision,
                                  run.context.device, job.train.channels_last))
     if job.train.monitor not in val:
@@ -763,7 +779,35 @@ def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
     if boot is not None:
         boot.save(run.directory / RESAMPLES_FILE)
     log.info("%s metrics: %s", split, shown(metrics))
-    return {"evaluated_on": split, "evaluated_weights": "best" if best.exists() else "last", "metrics": metrics}
+    out = {"evaluated_on": split, "evaluated_weights": "best" if best.exists() else "last", "metrics": metrics}
+    if run.target_test is not None:
+        _, target_metrics, target_boot = evaluate_final(run.task, run.job, run.target_test, model, run.context,
+                                                        run.precision)
+        if target_boot is not None:
+            target_boot.save(run.directory / TARGET_RESAMPLES_FILE)
+        log.info("target test metrics (%s): %s", run.job.adapt.target_test, shown(target_metrics))
+        out["target_test"] = {"data": run.job.adapt.target_test,
+                              "samples": len(cast(Sized, run.target_test.evaluation_split()[1])),
+                              "summary": run.target_test.summary, "metrics": target_metrics}
+    return out
+
+
+def labelled_data(task: Task, job: cfg.JobSpec, context: Context, path: str, class_names: Any,
+                  where: str) -> DataBundle:
+    """Every labelled sample at ``path`` in the task's own format, as the test split of a bundle (how ``tlapp
+    evaluate --data`` and ``adapt.target_test`` read data that did not train the model); its classes must be
+    the run's ``class_names``."""
+    bundle = task.build_data(job.model_copy(update={"data": job.data.model_copy(update={"path": path})}), context,
+                             for_training=False)
+    if _as_lists(bundle.class_names) != _as_lists(class_names):
+        raise DataError(f"classes of the data {bundle.class_names} differ from the run's {class_names}",
+                        where=f"{where}: {path}", fix="evaluate on data labelled with the run's classes")
+    return bundle
+
+
+def _as_lists(class_names: Any) -> Any:
+    """Class names as compared between a run and data: a list, or per task a list (multi-task)."""
+    return {k: list(v) for k, v in class_names.items()} if isinstance(class_names, dict) else list(class_names)
 
 
 def evaluate_final(task: Task, job: cfg.JobSpec, data: DataBundle, model: nn.Module, context: Context,

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .config import JobSpec, ModelSpec, Section, job_model, merge, validate
-from .errors import DataError, PluginError, TlappError
+from .errors import ConfigError, DataError, PluginError, TlappError
 from .registry import ParameterGroup, Registry
 from .seeding import EpochSeeded
 
@@ -59,6 +59,23 @@ class DataBundle:
         its augmentation from (seed, epoch, index), so it must know the epoch."""
         if isinstance(self.train, EpochSeeded):
             self.train.set_epoch(epoch)
+
+
+@dataclass
+class UnlabelledData:
+    """Samples read without their labels: a target domain's (domain adaptation) or an unlabelled pool's
+    (semi-supervised learning), from ``Task.unlabelled_data``.
+
+    ``dataset`` yields ``(inputs, hidden)`` pairs that ``collate_fn`` batches as it batches the training split:
+    ``inputs`` as the model takes them, drawn under the job's training augmentation (for ``views=2`` a pair
+    ``(weak, strong)``: the training augmentation's view and a strongly augmented one, for FixMatch); ``hidden``
+    the sample's class index when the files carry a label the run's classes know (never trained on: it
+    measures pseudo-labels), else ``tlcore.MISSING``. Make it a ``tlcore.EpochSeeded`` dataset so a resumed
+    run draws the same views. ``summary`` goes into metrics.json (counts, skipped files)."""
+
+    dataset: Dataset
+    collate_fn: Callable | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -164,6 +181,16 @@ class Task:
         """Read and validate the data named by ``job.data``; fail with DataError on bad input."""
         raise NotImplementedError
 
+    def unlabelled_data(self, job: JobSpec, context: Context, path: Path, class_names: Any, *,
+                        views: int = 1) -> UnlabelledData:
+        """Read the inputs of the data at ``path`` (the task's own formats; labels absent or ignored) for domain
+        adaptation (``adapt.target``) or semi-supervised learning (``semi.unlabelled``); ``class_names`` are the
+        run's, for the hidden labels. ``views`` 2 asks for a weak and a strong view of each sample; a task that
+        has no strong augmentation raises ConfigError for it. DataError for unreadable data or none at all.
+        A task that does not override this cannot learn from unlabelled data."""
+        raise ConfigError(f"task {self.name!r} does not read unlabelled data", where=str(path),
+                          fix="drop adapt.method / semi.method: this task trains on labelled data only")
+
     def build_model(self, job: JobSpec, num_outputs: int | dict[str, int], context: Context) -> nn.Module:
         """Build the network with random weights (the engine transfers weights afterwards); ``num_outputs`` is
         the DataBundle's (by task for a multi-task bundle).
@@ -201,8 +228,6 @@ class Task:
     def fold_overrides(self, folds: int, fold: int) -> dict[str, Any]:
         """Job-spec overrides that make ``fold`` of ``folds`` the validation split, folding by the task's
         groups (e.g. patients). Tasks without folds keep this default."""
-        from .errors import ConfigError
-
         raise ConfigError(f"task {self.name!r} does not support k-fold comparison", where="--folds",
                           fix="compare without --folds (one run per strategy on the fixed splits)")
 

@@ -14,7 +14,7 @@ ALIGN = ("--set", "method.name=toy-align", "--set", "method.weight=0.5")
 
 def test_supervised_is_the_default_method(toy_plugin, tlapp):
     assert tlapp("run", "--plugin", "toy", "--output", "r", "--epochs", "1")[0] == 0
-    assert read_metrics("r")["method"] == {"name": "supervised", "options": {}}
+    assert read_metrics("r")["method"] == {"name": "supervised", "section": "method", "options": {}}
 
 
 def test_a_method_trains_its_extra_module_on_extra_data(toy_plugin, tlapp):
@@ -22,7 +22,7 @@ def test_a_method_trains_its_extra_module_on_extra_data(toy_plugin, tlapp):
     assert code == 0, err
     toy = sys.modules["tlapp_toy"]  # imported by the run, through its entry point
     m = read_metrics("r")
-    assert m["method"] == {"name": "toy-align", "options": {"weight": 0.5}}
+    assert m["method"] == {"name": "toy-align", "section": "method", "options": {"weight": 0.5}}
     groups = {row["group"]: row for row in m["phases"][0]["groups"]}
     assert groups["critic"]["trainable"] and groups["critic"]["lr"] == groups["head"]["lr"]
     # one unlabelled batch drawn per training batch (training set: 22 vectors in batches of 8)
@@ -76,4 +76,4 @@ def test_methods_are_listed_by_plugins(toy_plugin, tlapp):
     code, out, _ = tlapp("plugins", "--json")
     infos = {i["name"]: i for i in json.loads(out)}
     assert infos["toy"]["provides"]["methods"] == ["toy-align"]
-    assert infos["tlcore"]["provides"]["methods"] == ["supervised", "distill"]
+    assert infos["tlcore"]["provides"]["methods"] == ["supervised", "distill", "dann", "coral", "pseudo-label", "fixmatch"]

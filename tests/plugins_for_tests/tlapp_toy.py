@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from tlcore import (Backbone, ClassicalInputs, ClassificationTask, ConfigError, DataBundle, EpochSeeded, Method,
-                    MethodOptions, ParameterGroup, Section, Strategy, TaskLabels, hookimpl, multitask_targets,
-                    sample_seed, seeded_loader)
+from tlcore import (MISSING, Backbone, ClassicalInputs, ClassificationTask, ConfigError, DataBundle, DataError,
+                    EpochSeeded, Method, MethodOptions, ParameterGroup, Section, Strategy, TaskLabels, UnlabelledData,
+                    hookimpl, multitask_targets, sample_seed, seeded_loader)
 
 
 class Noisy(EpochSeeded, Dataset):
@@ -88,6 +88,38 @@ class Labelled(Dataset):
         return self.x[i], self.targets[i]
 
 
+def domain_shift(path) -> float:
+    """The toy's domains: ``data.path`` (or ``--target-data``/``--target-test``) is a text file holding the shift
+    added to every vector of that domain; no path (or a folder) is the source domain, shift 0."""
+    if path is None or not os.path.isfile(path):
+        return 0.0
+    try:
+        return float(open(path).read())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"toy domain file {path} does not hold a number: {exc}", where=str(path),
+                        fix="write the domain's shift, e.g. 2.5") from None
+
+
+class Views(EpochSeeded, Dataset):
+    """Unlabelled vectors: ``(x + noise, hidden)``, or with two views ``((weak, strong), hidden)``."""
+
+    def __init__(self, x, hidden, views, seed):
+        self.x, self.hidden, self.views, self.seed, self.epoch = x, hidden, views, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
+        weak = self.x[i] + 0.05 * torch.randn(self.x[i].shape, generator=g)
+        if self.views == 1:
+            return weak, self.hidden[i]
+        return (weak, self.x[i] + 0.5 * torch.randn(self.x[i].shape, generator=g)), self.hidden[i]
+
+
 class ToyTask(ClassificationTask):
     name = "vectors"
     description = "two Gaussian blobs"
@@ -102,13 +134,14 @@ class ToyTask(ClassificationTask):
     }
 
     def build_data(self, job, context, *, for_training=True):
-        g = torch.Generator().manual_seed(7)
-        n, dim = job.data.n, job.data.dim
-        y = torch.arange(n) % 2
-        x = torch.randn(n, dim, generator=g) + y[:, None].float() * 1.5
+        x, y = self._vectors(job, job.data.path)
+        n = len(x)
         third = n // 3
         split = lambda a, b: TensorDataset(x[a:b], y[a:b])  # noqa: E731
         about = {"num_outputs": 2, "class_names": ["a", "b"], "summary": {"samples": n}}
+        if not for_training:  # `tlapp evaluate --data`, adapt.target_test: every sample is a test sample
+            return DataBundle(train=split(0, 0), val=split(0, 0), test=split(0, n), **about,
+                              groups={"test": [i // 3 for i in range(n)]}, group_unit="site")
         if job.data.label_columns:
             split, about = self._tasks(job, x, y, n - 2 * third)
         train = split(0, n - 2 * third)
@@ -119,6 +152,18 @@ class ToyTask(ClassificationTask):
         groups = {"train": [i // 2 for i in range(n - 2 * third)], "test": [i // 3 for i in range(third)]}
         return DataBundle(train=train, val=split(n - 2 * third, n - third),
                           test=split(n - third, n), **about, groups=groups, group_unit="site")
+
+    @staticmethod
+    def _vectors(job, path, seed=7):
+        g = torch.Generator().manual_seed(seed)
+        n, dim = job.data.n, job.data.dim
+        y = torch.arange(n) % 2
+        return torch.randn(n, dim, generator=g) + y[:, None].float() * 1.5 + domain_shift(path), y
+
+    def unlabelled_data(self, job, context, path, class_names, *, views=1):
+        x, y = self._vectors(job, path, seed=8)  # other vectors than the labelled ones
+        hidden = y if list(class_names) == ["a", "b"] else torch.full_like(y, MISSING)
+        return UnlabelledData(Views(x, hidden, views, job.train.seed), summary={"samples": len(x)})
 
     def _tasks(self, job, x, y, train_end):
         """The multi-task side of build_data, as a plugin with label columns does it (see tlcore.multitask)."""
