@@ -20,7 +20,7 @@ from .checkpoint import atomic_write_text
 from .directories import prepare_output
 from .errors import ConfigError
 from .baseline import NAME, classical_baseline
-from .intervals import RESAMPLES_FILE, Bootstrap, flatten_tasks, shown
+from .intervals import RESAMPLES_FILE, TARGET_RESAMPLES_FILE, Bootstrap, flatten_tasks, shown
 from .plugins import Plugins
 from .run import execute, log, resolve_job
 from .task import Context, DataBundle, Task
@@ -76,6 +76,8 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric
     declared = [task.metric_names(job) for _, _, task, job in jobs]
     if metric is not None and all(names is not None for names in declared):
         known = list(dict.fromkeys(name for names in declared for name in names or ()))
+        if any(job.adapt.target_test for *_, job in jobs):
+            known += [f"{TARGET}.{name}" for name in known]
         if metric not in known:
             raise ConfigError(f"--metric {metric!r} is not a metric of task {jobs[0][2].name!r}", where="--metric",
                               fix=f"choose one of: {', '.join(known)}")
@@ -86,10 +88,10 @@ def run_comparison(plugins: Plugins, jobs, output: Path, overwrite: bool, metric
         result = execute(plugins, task, job)
         m = result.metrics
         history = m["history"]
-        runs.append(_row(strategy, fold, result.directory, m["metrics"], m["wall_seconds"],
+        runs.append(_row(strategy, fold, result.directory, with_target_test(m), m["wall_seconds"],
                          statistics.fmean(h["samples_per_second"] for h in history) if history else None,
                          chosen=m.get("strategy_choice", {}).get("chosen"), evaluated_on=m.get("evaluated_on")))
-        resamples.append(Bootstrap.load(result.directory / RESAMPLES_FILE))
+        resamples.append(run_resamples(result.directory))
         if strategy == jobs[0][0]:  # the baseline reads the data these built (not their models: let them go)
             first_strategy.append((fold, task, job, result.built_data, result.context))
     for run, boot in baselines(first_strategy, output):
@@ -127,6 +129,28 @@ def baselines(built: list[tuple[int | None, Task, cfg.JobSpec, DataBundle, Conte
         rows.append((_row(NAME, fold, folder, result["metrics"], result["wall_seconds"], None, chosen=None,
                           evaluated_on=result["evaluated_on"], description=result["description"]), boot))
     return rows
+
+
+TARGET = "target_test"  # the prefix of a run's metrics on adapt.target_test in the comparison's rows
+
+
+def with_target_test(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's final metrics, with those on its labelled target-domain data (``adapt.target_test``) beside them as
+    ``target_test.<metric>``, so that source-only and adapted runs compare on the target domain."""
+    final = flatten_tasks(metrics["metrics"])
+    if TARGET in metrics:
+        final = {**final, **{f"{TARGET}.{k}": v for k, v in flatten_tasks(metrics[TARGET]["metrics"]).items()}}
+    return final
+
+
+def run_resamples(directory: Path) -> Bootstrap | None:
+    """A run's bootstrap resamples, its target test's as ``target_test.<metric>`` (the same resample count and
+    seed, so they pair across runs as the source test's do)."""
+    boot = Bootstrap.load(directory / RESAMPLES_FILE)
+    target = Bootstrap.load(directory / TARGET_RESAMPLES_FILE)
+    if boot is not None and target is not None and target.resamples == boot.resamples:
+        boot.values.update({f"{TARGET}.{k}": v for k, v in target.values.items()})
+    return boot
 
 
 def _row(strategy: str, fold: int | None, directory: Path, final: dict[str, Any], wall_seconds: float,
@@ -177,17 +201,19 @@ def headline_metric(task, job, reported: list[str]) -> tuple[str, str]:
     """The metric a task's results are judged by, among the scalar metrics ``reported``, and whether higher
     ("max") or lower ("min") is better: ``train.monitor`` unless it is the loss, else the first metric the task
     declares besides the loss."""
-    if job.train.monitor != "loss" and job.train.monitor in reported:
-        return job.train.monitor, metric_mode(job, job.train.monitor)
+    prefix = f"{TARGET}." if job.adapt.target_test else ""  # adaptation is judged on the target domain
+    if job.train.monitor != "loss" and prefix + job.train.monitor in reported:
+        return prefix + job.train.monitor, metric_mode(job, prefix + job.train.monitor)
     declared = task.metric_names(job) or reported
-    name = next((m for m in declared if m != "loss" and m in reported), reported[0] if reported else "loss")
+    name = next((prefix + m for m in declared if m != "loss" and prefix + m in reported),
+                reported[0] if reported else "loss")
     return name, metric_mode(job, name)
 
 
 def metric_mode(job, metric: str) -> str:
     """Whether higher ("max") or lower ("min") is better: ``train.monitor_mode`` for the monitored metric,
     else lower for losses and higher for the rest."""
-    if metric == job.train.monitor:
+    if metric.removeprefix(f"{TARGET}.") == job.train.monitor:
         return job.train.monitor_mode
     return "min" if "loss" in metric else "max"
 

@@ -3,6 +3,7 @@ method among the job's sections, the run's records, exact resume, and clear erro
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -152,3 +153,17 @@ def test_a_target_test_of_other_classes_is_refused_before_training(domains, tlap
                          "--set", "data.label_columns=[blob,sign]")
     assert code == 2 and "classes of the data" in err and "adapt.target_test: target.txt" in err
     assert read_metrics(Path("x"))["status"] == "failed" and not Path("x/checkpoints/last.pt").exists()
+
+
+def test_compare_ranks_source_only_against_adaptation_on_the_target_test(domains, tlapp):
+    code, out, err = tlapp("compare", "--plugin", "toy", "--strategies", "finetune", "--output", "cmp",
+                           "--target-data", "target.txt", "--target-test", "target.txt",
+                           "--variant", "source-only:adapt.method=none", "--variant", "coral:adapt.method=coral")
+    assert code == 0, err
+    report = json.loads(Path("cmp/comparison.json").read_text())
+    rows = {r["strategy"]: r for r in report["runs"]}
+    assert {"finetune/source-only", "finetune/coral"} <= set(rows)
+    for row in (rows["finetune/source-only"], rows["finetune/coral"]):
+        assert "target_test.accuracy" in row["metrics"] and "target_test.accuracy" in row["intervals"]
+    assert report["verdict"]["metric"] == "target_test.accuracy"
+    assert "target_test.accuracy" in out
