@@ -11,7 +11,11 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from tlcore import EpochSeeded
+
 from .models import quiet_transformers
+
+STRONG_RATE = 0.15  # share of a text's ordinary tokens the strong view masks (BERT's masking rate)
 
 
 @dataclass
@@ -104,22 +108,27 @@ class PadCollate:
 
     ``[(ids, target), ...] -> ({"input_ids", "attention_mask"}, targets)``; unlabelled
     batches (ids only) give the inputs dict alone. Multi-task targets (a dict per text) give a dict
-    task -> the batch's targets, as ``tlcore.multitask`` expects.
+    task -> the batch's targets, as ``tlcore.multitask`` expects. Items whose ids are a tuple of views
+    (``UnlabelledTexts`` with two views) give a tuple of inputs dicts, one per view, each padded on its own.
     """
 
     def __init__(self, pad_id: int):
         self.pad_id = int(pad_id)
 
-    def __call__(self, batch: list[Any]):
-        labelled = isinstance(batch[0], tuple)
-        seqs = [item[0] for item in batch] if labelled else list(batch)
+    def pad(self, seqs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         width = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, s in enumerate(seqs):
             input_ids[row, :len(s)] = s
             mask[row, :len(s)] = 1
-        inputs = {"input_ids": input_ids, "attention_mask": mask}
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def __call__(self, batch: list[Any]):
+        labelled = isinstance(batch[0], tuple)
+        seqs = [item[0] for item in batch] if labelled else list(batch)
+        inputs: Any = (tuple(self.pad([s[view] for s in seqs]) for view in range(len(seqs[0])))
+                       if isinstance(seqs[0], tuple) else self.pad(seqs))
         if not labelled:
             return inputs
         targets = [item[1] for item in batch]
@@ -127,6 +136,49 @@ class PadCollate:
             return inputs, {task: torch.stack([t[task] for t in targets]) for task in targets[0]}
         target = torch.stack(targets) if isinstance(targets[0], torch.Tensor) else torch.tensor(targets)
         return inputs, target
+
+
+class UnlabelledTexts(EpochSeeded, Dataset):
+    """Token ids of unlabelled texts with their hidden labels (a class index, or ``tlcore.MISSING``): items are
+    ``(ids, hidden)``, or with two views ``((weak, strong), hidden)``.
+
+    The weak view is the text as training sees it (the text task does not augment). The strong view masks
+    ``STRONG_RATE`` of the text's ordinary tokens (at least one), chosen from ``(seed, epoch, index)``, with
+    ``mask_id``; without one (a tokenizer that has no mask token) it drops them instead. Special tokens
+    (``[CLS]``, ``[SEP]``, ``[UNK]``) stay.
+    """
+
+    def __init__(self, ids: list[list[int]], hidden: list[int], *, views: int = 1, seed: int = 0,
+                 mask_id: int | None = None, special_ids: Sequence[int] = ()):
+        self.ids = [torch.tensor(x, dtype=torch.long) for x in ids]
+        self.hidden = list(hidden)
+        self.views, self.seed, self.epoch = views, seed, 0
+        self.mask_id = mask_id
+        self.special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        ids = self.ids[index]
+        if self.views == 1:
+            return ids, self.hidden[index]
+        return (ids, self.strong(ids, index)), self.hidden[index]
+
+    def strong(self, ids: torch.Tensor, index: int) -> torch.Tensor:
+        ordinary = torch.nonzero(~torch.isin(ids, self.special)).flatten()
+        if not len(ordinary):
+            return ids.clone()
+        generator = torch.Generator().manual_seed(self.draw_seed(index))
+        count = max(1, round(STRONG_RATE * len(ordinary)))
+        chosen = ordinary[torch.randperm(len(ordinary), generator=generator)[:count]]
+        if self.mask_id is None:
+            keep = torch.ones(len(ids), dtype=torch.bool)
+            keep[chosen] = False
+            return ids[keep]
+        out = ids.clone()
+        out[chosen] = self.mask_id
+        return out
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):

@@ -6,7 +6,7 @@ import html
 import json
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Sequence
@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
 
-from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec,
-                    Section, TaskLabels, atomic_write_text, input_files, missing_class_warnings, predict_probabilities,
-                    predict_task_probabilities, prediction_columns, small_split_warning, task_predictions,
-                    write_predictions)
+from tlcore import (MISSING, ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError,
+                    JobSpec, Section, TaskLabels, UnlabelledData, atomic_write_text, input_files,
+                    missing_class_warnings, predict_probabilities, predict_task_probabilities, prediction_columns,
+                    small_split_warning, task_predictions, write_predictions)
 
 from . import labels
-from .datasets import Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, encode, length_stats
+from .datasets import (STRONG_RATE, Encoded, LengthGroupedBatchSampler, PadCollate, TokenizedTexts, UnlabelledTexts,
+                       encode, length_stats)
 from .formats import (FORMATS, SPLITS, SUFFIXES, Columns, Problem, ReadResult, Record, decode, describe,
                       did_you_mean, find_files, format_of, stratified_split)
 from .models import MINILM, TextBackbone
@@ -174,10 +175,11 @@ class TextClassification(ClassificationTask):
         reader = context.registry.dataset_formats.get_or_fail(FORMATS[fmt], where="data.format").factory
         return reader(path, file_split=split, **vars(columns))
 
-    def _read(self, job: JobSpec, context: Context):
-        root = self.data_root(job)
+    def _read(self, job: JobSpec, context: Context, root: Path | None = None, columns: Columns | None = None):
+        """Every row of the files at ``root`` (default: ``data.path``) read with ``columns`` (default: the job's)."""
+        root = self.data_root(job) if root is None else root
         source = find_files(root, job.data.format)
-        columns = self._columns(job)
+        columns = columns or self._columns(job)
         records: list[Record] = []
         problems: list[Problem] = []
         files = []
@@ -307,14 +309,10 @@ class TextClassification(ClassificationTask):
                               where="augment", fix="remove augment from the job spec")
         prepared = self._prepare(job, context, for_training)
         root, parts, problems, class_names = prepared.root, prepared.parts, prepared.problems, prepared.class_names
-        if problems and job.data.on_error == "fail":
-            raise DataError(f"{len(problems)} bad row(s) in the data:\n{describe(problems)}", where=str(root),
-                            fix="correct or remove these rows, or skip them with --set data.on_error=skip")
-        if problems:
-            context.log.warning("skipping %d bad row(s):\n%s", len(problems), describe(problems, 10))
-            if context.run_dir is not None and for_training:
-                atomic_write_text(context.run_dir / "skipped_rows.json",
-                                  json.dumps([p.as_dict() for p in problems], indent=1) + "\n")
+        self._bad_rows(problems, job, context, root)
+        if problems and context.run_dir is not None and for_training:
+            atomic_write_text(context.run_dir / "skipped_rows.json",
+                              json.dumps([p.as_dict() for p in problems], indent=1) + "\n")
         self._check_classes(parts, class_names, job, root, for_training)
         for warning in prepared.warnings:
             context.log.warning("data: %s", warning)
@@ -322,13 +320,7 @@ class TextClassification(ClassificationTask):
             context.log.info("data: %s", note)
         targets = self._targets(job, parts, class_names, for_training)
 
-        tokenizer = self.tokenizer(job, context)
-        max_length = self.max_length(job, tokenizer)
-        encoded = {s: encode(tokenizer, [r.text for r in rs], max_length) for s, rs in parts.items()}
-        truncated = {s: sum(e.truncated) for s, e in encoded.items()}
-        if sum(truncated.values()):
-            context.log.warning("%d text(s) longer than %d tokens were truncated (%s)", sum(truncated.values()),
-                                max_length, ", ".join(f"{s} {n}" for s, n in truncated.items() if n))
+        tokenizer, max_length, encoded, truncated = self._encode(job, context, parts)
 
         def texts(split: str) -> TokenizedTexts:
             return TokenizedTexts(encoded[split].ids, targets[split], sort_by_length=split != "train",
@@ -357,6 +349,77 @@ class TextClassification(ClassificationTask):
         return DataBundle(train=train, val=val, test=test, num_outputs=num_outputs,
                           class_names=class_names, collate_fn=PadCollate(tokenizer.pad_token_id), summary=summary,
                           batch_sampler=length_grouped)
+
+    @staticmethod
+    def _bad_rows(problems: list[Problem], job: JobSpec, context: Context, root: Path) -> None:
+        """Bad rows stop the run (``data.on_error: fail``), or are skipped with a warning."""
+        if problems and job.data.on_error == "fail":
+            raise DataError(f"{len(problems)} bad row(s) in the data:\n{describe(problems)}", where=str(root),
+                            fix="correct or remove these rows, or skip them with --set data.on_error=skip")
+        if problems:
+            context.log.warning("skipping %d bad row(s):\n%s", len(problems), describe(problems, 10))
+
+    def _encode(self, job: JobSpec, context: Context, parts: dict[str, list[Record]]):
+        """The tokenizer, the token limit, each part's token ids, and how many texts of each were truncated."""
+        tokenizer = self.tokenizer(job, context)
+        max_length = self.max_length(job, tokenizer)
+        encoded = {s: encode(tokenizer, [r.text for r in rs], max_length) for s, rs in parts.items()}
+        truncated = {s: sum(e.truncated) for s, e in encoded.items()}
+        if sum(truncated.values()):
+            context.log.warning("%d text(s) longer than %d tokens were truncated (%s)", sum(truncated.values()),
+                                max_length, ", ".join(f"{s} {n}" for s, n in truncated.items() if n))
+        return tokenizer, max_length, encoded, truncated
+
+    # ------------------------------------------------------------ unlabelled data
+
+    def unlabelled_data(self, job: JobSpec, context: Context, path: Path, class_names: Any, *,
+                        views: int = 1) -> UnlabelledData:
+        """The texts at ``path`` (a CSV/TSV/JSONL file, or a folder read as ``--data`` reads one: its
+        train/val/test files all together, or its one data file), tokenised as training texts are. A row's hidden
+        label is its class index when the file has ``data.label_column`` and the row's label is one of the run's
+        classes (single-label, one task); otherwise ``MISSING``. ``views`` 2 adds a strong view (``UnlabelledTexts``).
+        """
+        flag = "--unlabelled-data" if job.semi.method != "none" else "--target-data"
+        if views not in (1, 2):
+            raise ConfigError(f"the text task serves one or two views of an unlabelled text, not {views}",
+                              where=str(path), fix="use a method that asks for one (weak) or two (weak, strong)")
+        if not path.exists():
+            raise DataError(f"unlabelled data not found: {path}", where=str(path),
+                            fix=f"pass {flag} an existing CSV, TSV or JSONL file (a {job.data.text_column!r} column), "
+                                "or a folder of them")
+        single = isinstance(class_names, list) and not job.model.multilabel
+        # The label column read as multi-label, so that a cell of several labels only leaves the text without a
+        # hidden label; the split column is not read (every row is unlabelled data).
+        columns = replace(self._columns(job, require_labels=False, split=False), label_columns=None,
+                          multilabel=True, multilabel_columns=[])
+        root, files, records, problems, _ = self._read(job, context, path, columns)
+        self._bad_rows(problems, job, context, root)
+        if not records:
+            raise DataError(f"no text rows in {root}", where=str(root),
+                            fix=f"pass {flag} a file with a {job.data.text_column!r} column and one text per row "
+                                "(data.text_column names another column)")
+        index = {name: i for i, name in enumerate(class_names)} if single else {}
+        hidden = [index[r.labels[0]] if len(r.labels) == 1 and r.labels[0] in index else MISSING for r in records]
+        tokenizer, max_length, encoded, truncated = self._encode(job, context, {"texts": records})
+        mask_id = getattr(tokenizer, "mask_token_id", None)
+        dataset = UnlabelledTexts(encoded["texts"].ids, hidden, views=views, seed=job.train.seed, mask_id=mask_id,
+                                  special_ids=tokenizer.all_special_ids)
+        counts = Counter(h for h in hidden if h != MISSING)
+        summary: dict[str, Any] = {
+            "source": str(root), "files": files, "rows": len(records), "skipped_rows": len(problems),
+            "hidden_labels": {"column": job.data.label_column, "found": bool(counts),
+                              "classes": {name: counts[i] for name, i in index.items()} if counts else {},
+                              "missing": len(hidden) - sum(counts.values())},
+            "max_length": max_length, "truncated": truncated["texts"], "tokens": length_stats(encoded["texts"].lengths),
+            "views": views,
+        }
+        if views == 2:
+            summary["strong_view"] = (f"{STRONG_RATE:.0%} of each text's ordinary tokens "
+                                      + (f"masked with {tokenizer.mask_token}" if mask_id is not None else "dropped")
+                                      + ", drawn per (seed, epoch, text)")
+        context.log.info("unlabelled data %s: %d text(s), %d with a hidden label", root, len(records),
+                         sum(counts.values()))
+        return UnlabelledData(dataset, collate_fn=PadCollate(tokenizer.pad_token_id), summary=summary)
 
     def _tasks(self, job: JobSpec, class_names: dict[str, list[str]]) -> list[TaskLabels]:
         specs = self.task_specs(job, list(class_names))
