@@ -44,21 +44,42 @@ class DicomFrames(EpochSeeded, Dataset):
         return len(self.items)
 
     def image(self, index: int) -> torch.Tensor:
+        return self.view(index, self.transform)
+
+    def view(self, index: int, transform, *stream: int) -> torch.Tensor:
+        """Frame ``index`` under ``transform``, drawn from (seed, epoch, index, *stream): another ``stream``
+        gives an independent draw of the same sample."""
         item = self.items[index]
         array = np.array(self.load(item.path)[item.frame], dtype=np.float32)  # a copy: the cache is read-only
-        if self.transform is not None:
-            self.transform.set_random_seed(self.draw_seed(index))
+        if transform is not None:
+            transform.set_random_seed(self.draw_seed(index, *stream))
             hwc = np.ascontiguousarray(array.transpose(1, 2, 0))
-            array = np.clip(self.transform(image=hwc)["image"], 0.0, 1.0).transpose(2, 0, 1)
+            array = np.clip(transform(image=hwc)["image"], 0.0, 1.0).transpose(2, 0, 1)
         return (torch.from_numpy(np.ascontiguousarray(array)) - self.mean) / self.std
 
-    def __getitem__(self, index: int):
+    def target_at(self, index: int) -> Any:
         target: Any = self.items[index].target
         if isinstance(target, tuple):
-            target = torch.tensor(target, dtype=torch.float32)
-        elif not isinstance(target, dict):  # a dict is collated task by task as it is
-            target = int(target)
-        return self.image(index), target
+            return torch.tensor(target, dtype=torch.float32)
+        if isinstance(target, dict):  # a dict is collated task by task as it is
+            return target
+        return int(target)
+
+    def __getitem__(self, index: int):
+        return self.image(index), self.target_at(index)
+
+
+class DicomViews(DicomFrames):
+    """Two views of each frame for FixMatch: ``((weak, strong), target)``, the weak one under ``transform``,
+    the strong one under ``strong``, drawn independently of it."""
+
+    def __init__(self, items: list[FrameItem], load: Callable[[Path], list[np.ndarray]],
+                 mean: tuple[float, ...], std: tuple[float, ...], transform, strong, seed: int = 0):
+        super().__init__(items, load, mean, std, transform, seed=seed)
+        self.strong = strong
+
+    def __getitem__(self, index: int):
+        return (self.image(index), self.view(index, self.strong, 1)), self.target_at(index)
 
 
 class DicomInputs(DicomFrames):

@@ -16,15 +16,16 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader
 
-from tlcore import (ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec, Section,
-                    atomic_write_text, build_augmentation, image_grid, input_files, predict_probabilities,
-                    predict_task_probabilities, prediction_columns, small_split_warning, task_predictions,
-                    write_predictions)
+from tlcore import (MISSING, ClassicalInputs, ClassificationTask, ConfigError, Context, DataBundle, DataError, JobSpec,
+                    Section, UnlabelledData, atomic_write_text, build_augmentation, image_grid, input_files,
+                    predict_probabilities, predict_task_probabilities, prediction_columns, small_split_warning,
+                    task_predictions, write_predictions)
 
 from . import formats, labels
 from .cache import DecodedCache
-from .datasets import DicomFrames, DicomInputs, FrameItem
+from .datasets import DicomFrames, DicomInputs, DicomViews, FrameItem
 from .pixels import PixelSettings, inspect, read_dicom
+from .transforms import medical_light, medical_strong
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"  # package data: ships in the wheel
 # The manifest data.label_columns reads when none is named: the bundled sample has one beside its class folders.
@@ -263,8 +264,11 @@ class DicomClassification(ClassificationTask):
     def _decoder(self, job: JobSpec, context: Context) -> CachedDecoder:
         return CachedDecoder(DecodedCache(context.cache_dir / "dicom"), job.data.pixel_settings())
 
-    def _decode_all(self, samples, decoder: CachedDecoder, job: JobSpec, context: Context):
-        """Decode every file once before training; bad files stop the run or are skipped (on_error)."""
+    def _decode_all(self, samples, decoder: CachedDecoder, job: JobSpec, context: Context, *,
+                    where: Path | None = None, listing: str = "skipped_files.json"):
+        """Decode every file once before training; bad files stop the run or are skipped (on_error), those
+        skipped listed in the run directory's ``listing``. ``where``: the data's folder (``data.path``'s by
+        default)."""
         frames: dict[Path, int] = {}
         bad: list[dict[str, str]] = []
         for s in samples:
@@ -276,12 +280,12 @@ class DicomClassification(ClassificationTask):
             listing = "\n".join(f"    {b['file']}: {b['reason']}" for b in bad[:50])
             more = f"\n    ... and {len(bad) - 50} more" if len(bad) > 50 else ""
             raise DataError(f"{len(bad)} of {len(samples)} files cannot be used:\n{listing}{more}",
-                            where=str(self.data_root(job)),
+                            where=str(where or self.data_root(job)),
                             fix="fix or remove these files, or skip them with --set data.on_error=skip")
         if bad and context.run_dir is not None and job.data.on_error == "skip":
-            atomic_write_text(context.run_dir / "skipped_files.json", json.dumps(bad, indent=2) + "\n")
+            atomic_write_text(context.run_dir / listing, json.dumps(bad, indent=2) + "\n")
         if bad:
-            context.log.warning("skipping %d unusable files (listed in skipped_files.json)", len(bad))
+            context.log.warning("skipping %d unusable files (listed in %s)", len(bad), listing)
         return [s for s in samples if s.path in frames], frames, bad
 
     def _classes(self, samples, job: JobSpec) -> list[str]:
@@ -367,6 +371,54 @@ class DicomClassification(ClassificationTask):
         return DataBundle(train=dataset("train", augment), val=dataset("val"), test=dataset("test"),
                           num_outputs=num_outputs, class_names=class_names, summary=summary,
                           groups=groups, group_unit="patient")
+
+    def unlabelled_data(self, job: JobSpec, context: Context, path: Path, class_names: Any, *,
+                        views: int = 1) -> UnlabelledData:
+        """Every frame of the DICOM files under ``path`` (a folder, nested folders fine, or one file), decoded,
+        augmented and normalised as the training split is, unreadable files handled by ``data.on_error`` as
+        there. A file under a top-level folder named like one of the run's classes has that class's index as
+        its hidden label (single-task, single-label runs only); any other file's is ``MISSING``. ``views`` 2:
+        ``(weak, strong)``, the job's augmentation (``medical-light`` when it has none) and ``medical-strong``."""
+        if views not in (1, 2):
+            raise ConfigError(f"the medical task draws 1 or 2 views of an unlabelled frame, not {views}",
+                              where=str(path), fix="ask for views=1 (domain adaptation) or views=2 (FixMatch)")
+        if not path.exists():
+            raise DataError(f"unlabelled data not found: {path}", where=str(path),
+                            fix="check the path given to --target-data / --unlabelled-data: a folder of DICOM "
+                                "files (class sub-folders optional)")
+        known = [] if isinstance(class_names, dict) or job.model.multilabel else list(class_names)
+
+        def hidden(file: Path) -> tuple[str, ...]:  # the class folder the file is in, if the run knows it
+            parts = file.relative_to(path).parts if path.is_dir() else ()
+            return (parts[0],) if len(parts) > 1 and parts[0] in known else ()
+
+        found = formats.find_dicom_files(path, warn=lambda note: context.log.warning("unlabelled data: %s", note))
+        samples = [formats.Sample(f, hidden(f), patient_key="") for f in found]
+        decoder = self._decoder(job, context)
+        samples, frame_counts, bad = self._decode_all(samples, decoder, job, context, where=path,
+                                                      listing="skipped_unlabelled_files.json")
+        if not samples:
+            what = f"none of the {len(bad)} files" if bad else "no files"
+            raise DataError(f"{what} under {path} can be read as DICOM images", where=str(path),
+                            fix="put the unlabelled DICOM files in this folder (flat or in sub-folders), or point "
+                                "--target-data / --unlabelled-data at the folder that holds them")
+        items = [FrameItem(s.path, f, known.index(s.labels[0]) if s.labels else MISSING)
+                 for s in samples for f in range(frame_counts[s.path])]
+        backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")
+        size, seed = job.data.image_size, job.train.seed
+        augment = build_augmentation(job, context, size)
+        dataset: DicomFrames
+        if views == 1:
+            dataset = DicomFrames(items, decoder, backbone.mean, backbone.std, augment, seed=seed)
+        else:
+            hflip = bool(job.augment_options.get("hflip", False))
+            dataset = DicomViews(items, decoder, backbone.mean, backbone.std, augment or medical_light(size),
+                                 medical_strong(size, hflip=hflip), seed=seed)
+        labelled = Counter(known[i.target] for i in items if i.target != MISSING)
+        summary = {"files": len(samples), "frames": len(items), "skipped_files": len(bad),
+                   "hidden_labels": bool(labelled), "pixels": job.data.pixel_settings().key(),
+                   **({"classes": {c: labelled[c] for c in known if labelled[c]}} if labelled else {})}
+        return UnlabelledData(dataset=dataset, summary=summary)
 
     @staticmethod
     def _balance(samples: Sequence[formats.Sample], specs: dict[str, Any]) -> dict[str, Any]:
