@@ -16,7 +16,7 @@ import os
 import shlex
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from collections.abc import Sized
@@ -796,8 +796,10 @@ def labelled_data(task: Task, job: cfg.JobSpec, context: Context, path: str, cla
                   where: str) -> DataBundle:
     """Every labelled sample at ``path`` in the task's own format, as the test split of a bundle (how ``tlapp
     evaluate --data`` and ``adapt.target_test`` read data that did not train the model); its classes must be
-    the run's ``class_names``."""
-    bundle = task.build_data(job.model_copy(update={"data": job.data.model_copy(update={"path": path})}), context,
+    the run's ``class_names``. The task reads it without the run directory, so that what it records of its
+    training data there (skipped files) stays as it is."""
+    reading = replace(context, run_dir=None, class_names=class_names)
+    bundle = task.build_data(job.model_copy(update={"data": job.data.model_copy(update={"path": path})}), reading,
                              for_training=False)
     if _as_lists(bundle.class_names) != _as_lists(class_names):
         raise DataError(f"classes of the data {bundle.class_names} differ from the run's {class_names}",

@@ -114,6 +114,9 @@ class Context:
     (``job.model.init``, or ``none`` when the strategy trains from scratch), so a task can
     build the structure those weights need (e.g. frozen batch norm only under pretrained weights).
     ``run_dir`` is the run directory while training, else None.
+    ``class_names`` are those of the run whose model will see the data, when ``build_data(for_training=False)``
+    reads data that did not train it (``tlapp evaluate --data``, ``adapt.target_test``): map the labels onto
+    them, in their order; None otherwise.
     """
 
     registry: Registry
@@ -122,6 +125,7 @@ class Context:
     log: logging.Logger
     run_dir: Path | None = None
     init: str = "none"
+    class_names: list[str] | dict[str, list[str]] | None = None
 
 
 class Evaluator:

@@ -245,7 +245,7 @@ class TextClassification(ClassificationTask):
     def _classes(self, parts: dict[str, list[Record]], job: JobSpec, context: Context,
                  for_training: bool) -> tuple[list[str] | dict[str, list[str]], list[tuple[Record, Problem]]]:
         """Class names (by task, with label columns), and the rows whose labels are not among them."""
-        run_classes = None if for_training else _run_classes(context)
+        run_classes = None if for_training else (context.class_names or _run_classes(context))
         columns = list(self.task_specs(job)) or None
         if columns:
             by_task, origin = labels.task_classes(parts, columns, for_training,
