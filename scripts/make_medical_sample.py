@@ -415,6 +415,29 @@ def _base_dataset(p: PatientInfo, sop_class: str, sop_uid: str, modality: str) -
     return ds
 
 
+def _axial_slice(ds: Dataset, p, z: float, inst: int, series_uid: str, description: str, series_number: int,
+                 kvp: str, thickness: str) -> None:
+    """The header of an axial CT slice at height ``z`` (apex 0 -> base 1) of patient ``p``'s series."""
+    spacing = p.fov_mm / p.matrix
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SeriesDescription = description
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = inst
+    ds.KVP = kvp
+    ds.SliceThickness = thickness
+    loc = -300.0 + 250.0 * z
+    ds.ImagePositionPatient = [f"{-p.fov_mm / 2:.2f}", f"{-p.fov_mm / 2:.2f}", f"{loc:.2f}"]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.FrameOfReferenceUID = p.for_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = f"{loc:.2f}"
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = p.matrix
+    ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
+
+
 def _set_window(ds: Dataset, windows: list[tuple[int, int]], names: list[str]) -> None:
     if not windows:
         return
@@ -697,7 +720,6 @@ def make_target(out: Path, seed: int, scanner: Scanner = SHIFTED) -> int:
             anatomy = plan[0][1]["anatomy"]  # shared by the patient's slices
             anatomy.noise_hu = float(rng.uniform(*scanner.noise_hu))
             series_uid = uid("target", pid, "series", 3)
-            spacing = p.fov_mm / p.matrix
             for inst, (_planned, spec) in enumerate(plan, start=1):
                 hu, drawn = render_ct(rng, p.matrix, anatomy, spec["z"], spec["nodules"])
                 label = "nodule" if drawn else "normal"
@@ -705,24 +727,8 @@ def make_target(out: Path, seed: int, scanner: Scanner = SHIFTED) -> int:
                 ds.AccessionNumber = f"TGTACC{number:04d}"
                 ds.StationName = "SYN_SCANNER_B"
                 ds.ManufacturerModelName = "make_medical_sample.py --domain shifted"
-                ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-                ds.SeriesDescription = "SYNTHETIC axial chest, sharp kernel"
-                ds.SeriesInstanceUID = series_uid
-                ds.SeriesNumber = 3
-                ds.AcquisitionNumber = 1
-                ds.InstanceNumber = inst
-                ds.KVP = "100"
-                ds.SliceThickness = "3"
+                _axial_slice(ds, p, spec["z"], inst, series_uid, "SYNTHETIC axial chest, sharp kernel", 3, "100", "3")
                 ds.ConvolutionKernel = "SHARP"
-                loc = -300.0 + 250.0 * spec["z"]
-                ds.ImagePositionPatient = [f"{-p.fov_mm / 2:.2f}", f"{-p.fov_mm / 2:.2f}", f"{loc:.2f}"]
-                ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-                ds.FrameOfReferenceUID = p.for_uid
-                ds.PositionReferenceIndicator = ""
-                ds.SliceLocation = f"{loc:.2f}"
-                ds.PhotometricInterpretation = "MONOCHROME2"
-                ds.Rows = ds.Columns = p.matrix
-                ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
                 stored, tags = _hu_to_stored(scanner_image(hu, rng, scanner), p.rescale)
                 for k, v in tags.items():
                     setattr(ds, k, v)
@@ -833,7 +839,6 @@ def main(argv: list[str] | None = None) -> int:
         plan = make_patient(p, kinds[idx - 1], rng, n_slices)
         series_uid = uid(pid, "series", 2)
         nested = idx == 6  # one patient exported into a nested folder without extensions
-        spacing = p.fov_mm / p.matrix
         shown: list[tuple[float, Nodule]] = []  # (z, nodule) of slices where a lesion is drawn
         for inst, (_planned, spec) in enumerate(plan, start=1):
             hu, drawn = render_ct(rng, p.matrix, spec["anatomy"], spec["z"], spec["nodules"])
@@ -842,23 +847,7 @@ def main(argv: list[str] | None = None) -> int:
                 shown.extend((spec["z"], nod) for nod, _f in spec["nodules"])
             sop_uid = uid(pid, "ct", inst)
             ds = _base_dataset(p, CT_IMAGE, sop_uid, "CT")
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-            ds.SeriesDescription = "SYNTHETIC axial chest"
-            ds.SeriesInstanceUID = series_uid
-            ds.SeriesNumber = 2
-            ds.AcquisitionNumber = 1
-            ds.InstanceNumber = inst
-            ds.KVP = "120"
-            ds.SliceThickness = "5"
-            loc = -300.0 + 250.0 * spec["z"]
-            ds.ImagePositionPatient = [f"{-p.fov_mm / 2:.2f}", f"{-p.fov_mm / 2:.2f}", f"{loc:.2f}"]
-            ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-            ds.FrameOfReferenceUID = p.for_uid
-            ds.PositionReferenceIndicator = ""
-            ds.SliceLocation = f"{loc:.2f}"
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows = ds.Columns = p.matrix
-            ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
+            _axial_slice(ds, p, spec["z"], inst, series_uid, "SYNTHETIC axial chest", 2, "120", "5")
             stored, tags = _hu_to_stored(hu, p.rescale)
             for k, v in tags.items():
                 setattr(ds, k, v)
