@@ -415,6 +415,15 @@ def _base_dataset(p: PatientInfo, sop_class: str, sop_uid: str, modality: str) -
     return ds
 
 
+def content_digest(written: list[Written], out: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of every written file's path (relative to ``out``) and bytes."""
+    digest = hashlib.sha256()
+    for w in sorted(written, key=lambda w: w.path.as_posix()):
+        digest.update(w.path.relative_to(out).as_posix().encode())
+        digest.update(w.path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _axial_slice(ds: Dataset, p, z: float, inst: int, series_uid: str, description: str, series_number: int,
                  kvp: str, thickness: str) -> None:
     """The header of an axial CT slice at height ``z`` (apex 0 -> base 1) of patient ``p``'s series."""
@@ -745,10 +754,6 @@ def make_target(out: Path, seed: int, scanner: Scanner = SHIFTED) -> int:
     unlabelled = [w for w in written if w.note == TARGET_UNLABELLED]
     test = [w for w in written if w.note == TARGET_TEST]
     total = sum(w.path.stat().st_size for w in written)
-    digest = hashlib.sha256()
-    for w in sorted(written, key=lambda w: w.path.as_posix()):
-        digest.update(w.path.relative_to(out).as_posix().encode())
-        digest.update(w.path.read_bytes())
     stats = (
         f"* {len(written)} files, {total / 1e6:.2f} MB, {sum(map(len, patients.values()))} patients, "
         f"CT only, {scanner.matrix}x{scanner.matrix}\n"
@@ -757,7 +762,7 @@ def make_target(out: Path, seed: int, scanner: Scanner = SHIFTED) -> int:
         f"nodule {sum(w.label == 'nodule' for w in unlabelled)})\n"
         f"* `test/`: {len(test)} files of {len(patients[TARGET_TEST])} patients: "
         f"normal {sum(w.label == 'normal' for w in test)}, nodule {sum(w.label == 'nodule' for w in test)}\n"
-        f"* content SHA-256 (paths + bytes): `{digest.hexdigest()[:16]}`"
+        f"* content SHA-256 (paths + bytes): `{content_digest(written, out)}`"
     )
     (out / "README.md").write_text(TARGET_README.format(
         seed=seed, version=SAMPLE_VERSION, stats=stats, effect=TARGET_EFFECT,
@@ -964,10 +969,6 @@ def main(argv: list[str] | None = None) -> int:
     mixed = [pid for pid in patients if len({w.label for w in written if w.patient_id == pid}) == 2]
     mods = {m: sum(w.modality == m for w in written) for m in ("CT", "CR", "DX")}
     no_ext = sum(w.path.suffix != ".dcm" for w in written)
-    digest = hashlib.sha256()
-    for w in sorted(written, key=lambda w: w.path.as_posix()):
-        digest.update(w.path.relative_to(out).as_posix().encode())
-        digest.update(w.path.read_bytes())
     stats = (
         f"* {len(written)} files, {total / 1e6:.2f} MB, {len(patients)} patients "
         f"({len(mixed)} with images in both classes)\n"
@@ -976,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
         f"* per modality: CT {mods['CT']}, CR {mods['CR']}, DX {mods['DX']} "
         f"(CR/DX are MONOCHROME1)\n"
         f"* 1 multi-frame file (3 frames), 1 RLE Lossless file, {no_ext} files without `.dcm`\n"
-        f"* content SHA-256 (paths + bytes): `{digest.hexdigest()[:16]}`"
+        f"* content SHA-256 (paths + bytes): `{content_digest(written, out)}`"
     )
     (out / "README.md").write_text(README.format(seed=args.seed, version=SAMPLE_VERSION, stats=stats,
                                                  blank_every=VIEW_BLANK_EVERY))

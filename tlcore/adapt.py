@@ -125,14 +125,13 @@ class Dann(Adaptation):
     def setup(self, run: Run, model: nn.Module) -> None:
         super().setup(run, model)
         hidden = self.options.hidden
-        # Built from its own generator: the run's random state must not depend on whether it adapts.
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)
-        self.discriminator = nn.Sequential(
-            nn.Linear(cast(int, self.width), hidden), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(hidden, 1))
-        torch.random.set_rng_state(generator_state)
+        # Built from its own seed: the run's random state must not depend on whether it adapts.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.discriminator = nn.Sequential(
+                nn.Linear(cast(int, self.width), hidden), nn.ReLU(), nn.Dropout(0.5),
+                nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5),
+                nn.Linear(hidden, 1))
 
     def modules(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator} if self.discriminator is not None else {}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cli_exit_code as cli
+from text_helpers import text_plugin_in
 
 
 EPOCHS = "2"
@@ -23,9 +24,7 @@ EPOCHS = "2"
 def runs(tmp_path_factory):
     """The sample trained twice with the recipe (2 epochs): from MiniLM's weights and from scratch."""
     root = tmp_path_factory.mktemp("text-runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("TLAPP_PLUGINS", "text")
+    with text_plugin_in(root):
         codes = {name: cli("run", "--plugin", "text", "--output", name, "--epochs", EPOCHS, "--seed", "0", *extra)
                  for name, extra in (("pretrained", ()), ("scratch", ("--strategy", "scratch")))}
     return root, codes

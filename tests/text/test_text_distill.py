@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cli_exit_code as cli
+from text_helpers import text_plugin_in
 
 # The student: the teacher's backbone cut to two layers, fine-tuned for ten epochs; "alone" is the same run with
 # alpha 1 (the hard-label loss only, which the core's tests show is exactly supervised training), so that its
@@ -26,9 +27,7 @@ STUDENT = ("--set", "model.backbone_options.layers=2", "--strategy", "finetune",
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("text-distill")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("TLAPP_PLUGINS", "text")
+    with text_plugin_in(root):
         codes = [cli("run", "--plugin", "text", "--output", "teacher"),
                  cli("run", "--plugin", "text", "--output", "alone", *STUDENT, "--set", "method.alpha=1"),
                  cli("run", "--plugin", "text", "--output", "distilled", *STUDENT)]

@@ -14,7 +14,7 @@ import torch
 from tlcore import MISSING, ConfigError, DataError
 from helpers import cli_exit_code as cli
 
-from text_helpers import SAMPLE, small_corpus, task_job, write_csv, write_jsonl
+from text_helpers import SAMPLE, small_corpus, task_job, text_plugin_in, write_csv, write_jsonl
 
 TASKS = "data.label_columns=[label,urgency]"
 QUICK = ("--epochs", "1", "--set", "data.max_length=32", "--set", "train.batch_size=8",
@@ -35,9 +35,7 @@ def sample_cut(root: Path, rows: int = 24) -> Path:
 def multitask_run(tmp_path_factory):
     """A quick two-task run on a cut of the sample, monitored by one task's metric."""
     root = tmp_path_factory.mktemp("text-multitask")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("TLAPP_PLUGINS", "text")
+    with text_plugin_in(root):
         code = cli("run", "--plugin", "text", "--data", str(sample_cut(root / "cut")), "--output", "mt",
                    "--set", TASKS, *QUICK, "--set", "train.monitor=urgency.f1_macro",
                    "--set", "train.monitor_mode=max")

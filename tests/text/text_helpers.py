@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 
 from tlapp_text.task import SAMPLE_DATA
 from tlcore.plugins import load_plugins
 from tlcore.run import make_context, resolve_job
 
 SAMPLE = SAMPLE_DATA
+
+
+@contextmanager
+def text_plugin_in(root: Path) -> Iterator[Path]:
+    """Work in ``root`` with the text plugin alone loaded: what a module-scoped fixture's runs need (the
+    ``monkeypatch`` fixture is per test)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("TLAPP_PLUGINS", "text")
+        yield root
 
 
 def write_csv(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("text", "label"), sep: str = ",") -> Path:
