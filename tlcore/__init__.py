@@ -20,6 +20,7 @@ from .predictions import write_predictions
 from .preview import image_grid
 from .registry import Backbone, Catalog, Entry, ParameterGroup, Registry
 from .methods import Method, MethodOptions, Supervised, seeded_loader
+from .pretrain import Pretraining, PretrainOptions
 from .multitask import (MISSING, MultiTaskEvaluator, MultiTaskModel, TaskHeads, TaskLabels, UncertaintyWeighting,
                         multitask_targets, predict_task_probabilities, prediction_columns, task_predictions)
 from .seeding import EpochSeeded, sample_seed
@@ -58,6 +59,8 @@ __all__ = [
     "ParameterGroup",
     "Phase",
     "PluginError",
+    "PretrainOptions",
+    "Pretraining",
     "Registry",
     "Run",
     "Section",

@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import nn
 
 from .errors import ConfigError
-from .methods import MethodOptions
+from .methods import MethodOptions, feature_width
 from .registry import ParameterGroup
 from .unlabelled import FromUnlabelled
 
@@ -85,11 +85,7 @@ class Adaptation(FromUnlabelled):
     def setup(self, run: Run, model: nn.Module) -> None:
         super().setup(run, model)
         self.backbone = cast(nn.Module, model.backbone)
-        self.width = getattr(model.backbone, "num_features", None)
-        if not isinstance(self.width, int):
-            raise ConfigError(f"domain adaptation needs the width of the backbone's features, and backbone "
-                              f"{run.job.model.backbone!r} has no integer `num_features`", where="model.backbone",
-                              fix="choose a backbone that returns pooled features (see `tlapp plugins`)")
+        self.width = feature_width(model, run.job, "domain adaptation")
 
     def loss(self, model: nn.Module, batch: Any, extras: dict[str, Any]) -> tuple[torch.Tensor, int]:
         captured: list[Any] = []

@@ -14,6 +14,7 @@ from .auto import Auto
 from .distill import Distill
 from .adapt import ADAPTATION_METHODS
 from .methods import BUILTIN_METHODS
+from .pretrain import PRETRAINING_METHODS
 from .semi import SEMI_SUPERVISED_METHODS
 from .strategies import BUILTIN_STRATEGIES
 
@@ -240,7 +241,8 @@ def register_metrics(register):
 
 @hookimpl
 def register_methods(register):
-    for method in [*BUILTIN_METHODS, Distill, *ADAPTATION_METHODS, *SEMI_SUPERVISED_METHODS]:
+    for method in [*BUILTIN_METHODS, Distill, *ADAPTATION_METHODS, *SEMI_SUPERVISED_METHODS,
+                   *PRETRAINING_METHODS]:
         register(method)
 
 

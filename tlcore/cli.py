@@ -101,14 +101,34 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return out
 
 
-def job_options(command):
-    """The options every training command shares: which job, and overrides of its spec."""
-    options = [
+def _with_options(command, options):
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def common_options(command):
+    """The options of every command that trains: which job, where its weights start, and overrides of its spec."""
+    return _with_options(command, [
         click.option("--plugin", help="Plugin whose task to run (e.g. medical)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Job spec YAML file."),
-        click.option("--data", help="Dataset path (default: the plugin's bundled sample data)."),
         click.option("--init", help="a weights name of the backbone (imagenet, pretrained, ...) | file:PATH | "
                      "run:DIR | none"),
+        click.option("--epochs", type=click.IntRange(min=1)),
+        click.option("--batch-size", type=click.IntRange(min=1)),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True)),
+        click.option("--device", help="auto | cpu | cuda | cuda:N | mps"),
+        click.option("--seed", type=int),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any job-spec key (repeatable)."),
+    ])
+
+
+def job_options(command):
+    """The options every command that trains on labelled data shares: ``common_options``, the data, and the
+    methods' own data (a teacher, a target domain, an unlabelled pool)."""
+    return common_options(_with_options(command, [
+        click.option("--data", help="Dataset path (default: the plugin's bundled sample data)."),
         click.option("--teacher", metavar="run:DIR", help="Distil from this earlier run of the same task (method "
                      "distill; options method.temperature, method.alpha)."),
         click.option("--target-data", metavar="PATH", help="Domain adaptation: the target domain's unlabelled data "
@@ -117,17 +137,7 @@ def job_options(command):
                      "also measured on (metrics.json target_test)."),
         click.option("--unlabelled-data", metavar="PATH", help="Semi-supervised learning: unlabelled in-domain "
                      "data (with --set semi.method=pseudo-label|fixmatch)."),
-        click.option("--epochs", type=click.IntRange(min=1)),
-        click.option("--batch-size", type=click.IntRange(min=1)),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True)),
-        click.option("--device", help="auto | cpu | cuda | cuda:N | mps"),
-        click.option("--seed", type=int),
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override any job-spec key (repeatable)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    ]))
 
 
 @cli.command()
@@ -156,6 +166,40 @@ def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
     from .intervals import shown
 
     click.echo(f"done: {result.directory} ({result.metrics['evaluated_on']}: {shown(result.metrics['metrics'])})")
+
+
+@cli.command()
+@common_options
+@click.option("--data", "pretrain_data", metavar="PATH", help="Unlabelled in-domain data in the task's own format "
+              "(labels absent or ignored).")
+@click.option("--method", help="Self-supervised method: simclr, or a plugin's own (mlm for text); see `tlapp plugins`.")
+@click.option("--output", help="Run directory (default runs/<plugin>-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+def pretrain(plugin, config_file, resume, overwrite, sets, pretrain_data, method, **flags) -> None:
+    """Self-supervised pretraining of a task's backbone on unlabelled data; fine-tune from it with
+    `tlapp run --init run:DIR`."""
+    from . import config as cfg
+    from .resume import resume_base
+    from .run import execute, resolve_job
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    loaded = load_plugins()
+    base = None
+    if resume:
+        if not flags.get("output"):
+            raise click.UsageError("--resume needs --output DIR, the run to continue")
+        base = resume_base(Path(flags["output"]))
+    overrides = cfg.merge(_overrides(**flags), {"pretrain": {k: v for k, v in (("method", method),
+                                                                               ("data", pretrain_data)) if v}})
+    task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=overrides, sets=sets,
+                            base=base, pretraining=True)
+    result = execute(loaded, task, job, resume=resume, overwrite=overwrite)
+    from .intervals import shown
+
+    click.echo(f"done: {result.directory} (held-out {shown(result.metrics['metrics'])}); fine-tune from it with "
+               f"--init run:{result.directory}")
 
 
 @cli.command("lr-find")

@@ -185,6 +185,16 @@ class SemiSpec(BaseModel):
     unlabelled: str | None = None
 
 
+class PretrainSpec(BaseModel):
+    """Self-supervised pretraining (``tlapp pretrain``): ``method`` (``none`` or a pretraining method: simclr, or a
+    plugin's own, e.g. the text plugin's mlm) and its own options, validated by it; ``data`` the unlabelled
+    in-domain data it learns from (``tlapp pretrain --data``)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    method: str = "none"
+    data: str | None = None
+
+
 class JobSpec(Section):
     plugin: str
     task: str | None = None
@@ -195,6 +205,7 @@ class JobSpec(Section):
     method: MethodSpec = Field(default_factory=MethodSpec)
     adapt: AdaptSpec = Field(default_factory=AdaptSpec)
     semi: SemiSpec = Field(default_factory=SemiSpec)
+    pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
     augment: str | None = Field(None, description="augmentation pipeline name; null: none")
     augment_options: dict[str, Any] = Field(default_factory=dict)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -213,8 +224,8 @@ def job_model(data_options: type[BaseModel], model_options: type[ModelSpec] = Mo
 
 def validate_options(options: type[OptionsT], raw: dict[str, Any], section: str, owner: str,
                      fixed: tuple[str, ...] = ("name",)) -> OptionsT:
-    """A strategy's or method's own options (``section`` is ``strategy``, ``method``, ``adapt`` or ``semi``), or
-    one clear error; ``fixed`` are the section's own keys besides the options (``name``)."""
+    """A strategy's or method's own options (``section`` is ``strategy``, ``method``, ``adapt``, ``semi`` or
+    ``pretrain``), or one clear error; ``fixed`` are the section's own keys besides the options (``name``)."""
     allowed = ", ".join([*fixed, *options.model_fields])
 
     def bad(key: str, msg: str) -> ConfigError:

@@ -33,7 +33,7 @@ from .seeding import sample_seed
 
 if TYPE_CHECKING:
     from .run import Run
-    from .task import DataBundle, Task
+    from .task import DataBundle, Evaluator, Task
 
 
 class MethodOptions(Section):
@@ -42,12 +42,13 @@ class MethodOptions(Section):
 
 # The job-spec sections that choose a training method: section -> (the key naming the method, the name that
 # chooses none there, the section's keys that are not the method's options). ``method`` always chooses one
-# (supervised by default); ``adapt`` (domain adaptation) and ``semi`` (semi-supervised learning) choose theirs
-# only when named, and a job names at most one of the three.
+# (supervised by default); ``adapt`` (domain adaptation), ``semi`` (semi-supervised learning) and ``pretrain``
+# (self-supervised pretraining, ``tlapp pretrain``) choose theirs only when named, and a job names at most one.
 SECTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "method": ("name", "supervised", ()),
     "adapt": ("method", "none", ("target", "target_test")),
     "semi": ("method", "none", ("unlabelled",)),
+    "pretrain": ("method", "none", ("data",)),
 }
 
 
@@ -85,6 +86,10 @@ class Method:
     # Head-only phases may train on cached backbone features only when the loss needs nothing but
     # the head's outputs and the labels (see tlcore.features).
     supports_feature_cache: ClassVar[bool] = False
+    # A self-supervised method (``tlapp pretrain``) learns without labels: it brings its own data and evaluator
+    # (``build_data``, ``evaluator``), and its run hands on only the backbone: ``--init run:DIR`` copies the
+    # backbone's tensors and leaves the heads fresh. Only ``tlapp pretrain`` trains such a method.
+    self_supervised: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions):
         self.options = options
@@ -98,6 +103,17 @@ class Method:
     def check(self, job: JobSpec, task: Task) -> None:
         """Refuse, before any data is read, a job this method cannot serve (a task it does not apply to, a
         teacher run that is missing or of another task). Called when the job is resolved."""
+
+    def build_data(self, run: Run) -> DataBundle | None:
+        """The data the run trains and validates on, when the method brings its own (pretraining reads unlabelled
+        data through ``Task.unlabelled_data``); None, the default: the task's labelled data. Called before the
+        model is built, on an instance that is not set up."""
+        return None
+
+    def evaluator(self, run: Run, data: DataBundle) -> Evaluator | None:
+        """What validation and the final evaluation measure, for a method that brings its own data (the pretext
+        loss); called on the set-up method. None, the default: the task's evaluator."""
+        return None
 
     def setup(self, run: Run, model: nn.Module) -> None:
         """Build what the method needs (a teacher from an earlier run, a discriminator sized to the
@@ -154,6 +170,25 @@ class Method:
     def _trainable(self) -> dict[str, nn.Module]:
         grouped = {id(m) for g in self.parameter_groups() for m in g.modules}
         return {name: m for name, m in self.modules().items() if id(m) in grouped}
+
+
+def feature_width(model: nn.Module, job: JobSpec, what: str) -> int:
+    """The width of the pooled features ``model.backbone`` returns, for a method (``what``) that builds on them."""
+    width = getattr(getattr(model, "backbone", None), "num_features", None)
+    if not isinstance(width, int):
+        raise ConfigError(f"{what} needs the width of the backbone's features, and backbone {job.model.backbone!r} "
+                          "has no integer `num_features`", where="model.backbone",
+                          fix="choose a backbone that returns pooled features (see `tlapp plugins`)")
+    return width
+
+
+def pooled(backbone: nn.Module, inputs: Any, what: str) -> torch.Tensor:
+    """``backbone(inputs)``, refused unless it is one feature vector per sample."""
+    features = backbone(inputs)
+    if not isinstance(features, torch.Tensor) or features.dim() != 2:
+        raise ConfigError(f"{what} needs a backbone that returns one feature vector per sample", where="model.backbone",
+                          fix="choose a backbone that returns pooled features (see `tlapp plugins`)")
+    return features
 
 
 class Supervised(Method):

@@ -37,6 +37,7 @@ from .features import FeatureCache, HeadOnly, cache_decision
 from .intervals import RESAMPLES_FILE, TARGET_RESAMPLES_FILE, Bootstrap, add_intervals, flatten_tasks, shown
 from .methods import SECTIONS, ExtraStreams, Method, chosen_method
 from .plugins import Plugins
+from .pretrain import PRETRAIN_DEFAULTS
 from .preview import write_previews
 from .schedule import make_optimizer, make_scheduler
 from .seeding import epoch_seed, seed_everything
@@ -45,8 +46,8 @@ from .registry import ParameterGroup
 from .resume import record_resumed_job, resume_checkpoint, resumed_metrics
 from .strategies import (Phase, Strategy, apply_phase, check_groups, format_table, optimizer_groups, plan_phases,
                          set_train_mode, verify_phase)
-from .task import BackboneHeadModel, Context, DataBundle, Task, TransferModel, parameter_groups
-from .transfer import InitReport, initialise, parse_init
+from .task import BackboneHeadModel, Context, DataBundle, Evaluator, Task, TransferModel, parameter_groups
+from .transfer import HANDS_ON, InitReport, backbone_prefix, initialise, parse_init
 
 log = logging.getLogger("tlapp")
 
@@ -66,6 +67,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     budget: Budget | None = None  # epochs, batch size and steps, once sized (before the method is set up)
     target_test: DataBundle | None = None  # adapt.target_test's data, all in its test split, once built
+    method: Method | None = None  # the job's training method, once set up (before the first epoch)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -81,6 +83,12 @@ class Run:
     @property
     def checkpoints(self) -> Path:
         return self.directory / "checkpoints"
+
+    def evaluator(self, data: DataBundle) -> Evaluator:
+        """What validation and the final evaluation measure on ``data``: the method's own evaluator where it
+        brings one (pretraining's pretext loss), else the task's."""
+        own = self.method.evaluator(self, data) if self.method is not None else None
+        return own if own is not None else self.task.evaluator(self.job, data, self.context)
 
     def write_metrics(self) -> None:
         checkpoint.atomic_write_text(self.directory / "metrics.json", json.dumps(self.metrics, indent=2) + "\n")
@@ -104,13 +112,17 @@ def find_task(plugins: Plugins, plugin: str, task_name: str | None) -> Task:
 
 def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None,
                 overrides: dict[str, Any], sets: tuple[str, ...] = (),
-                base: dict[str, Any] | None = None) -> tuple[Task, cfg.JobSpec]:
+                base: dict[str, Any] | None = None, pretraining: bool = False) -> tuple[Task, cfg.JobSpec]:
     """Merge recipe < earlier run's architecture (for run: inits) < base < file < flags < --set, then validate.
 
     ``base`` is a run's own resolved job (resume, evaluate, predict): it took its ``run:`` source's
     architecture when it started, so the source is not read again (it may have been moved or deleted since).
+    ``pretraining``: the job is ``tlapp pretrain``'s, whose method must be self-supervised; any other job's must
+    not be.
     """
-    user: dict[str, Any] = cfg.merge(base or {}, cfg.read_yaml(config_file) if config_file else {})
+    # tlapp pretrain's defaults come before everything the user gave; a resumed run's job already holds them.
+    user: dict[str, Any] = cfg.merge(PRETRAIN_DEFAULTS if pretraining and base is None else {}, base or {})
+    user = cfg.merge(user, cfg.read_yaml(config_file) if config_file else {})
     user = cfg.merge(user, overrides)
     user = cfg.merge(user, cfg.parse_set(list(sets)))
     given = user.get("train")
@@ -138,12 +150,33 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
     strategy = strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data
     strategy.check(plugins.registry)
-    method_class(plugins, job).check(job, task)
+    method = method_class(plugins, job)
+    check_pretraining(plugins, job, method, pretraining)
+    method.check(job, task)
     if architecture is not None and not strategy.forces_init:
         check_backbone_kept(job, architecture)
     check_augment_options(job, plugins.registry)
     check_monitor(task, job)
     return task, job
+
+
+def check_pretraining(plugins: Plugins, job: cfg.JobSpec, method: Method, pretraining: bool) -> None:
+    """``tlapp pretrain`` trains self-supervised methods and every other command the rest."""
+    if pretraining and not method.self_supervised:
+        known = ", ".join(sorted(n for n, cls in plugins.registry.methods.items() if cls.self_supervised))
+        what = (f"{method.name!r} is not a self-supervised pretraining method" if job.pretrain.method != "none"
+                else "pretraining needs a self-supervised method")
+        raise ConfigError(what, where="pretrain.method", fix=f"pass --method NAME, one of: {known or '(none)'}")
+    if method.self_supervised and not pretraining:
+        raise ConfigError(f"pretrain.method {method.name} is self-supervised pretraining, which `tlapp pretrain` "
+                          f"trains, not this command", where="pretrain.method",
+                          fix=f"run `tlapp pretrain --plugin {job.plugin} --method {method.name} --data PATH`, then "
+                              "fine-tune from it with --init run:DIR")
+    if method.self_supervised and job.strategy.name == "auto":
+        raise ConfigError("strategy auto races strategies on labelled validation metrics, which pretraining has "
+                          "none of", where="strategy.name",
+                          fix="pretrain with strategy finetune (the default of `tlapp pretrain`), scratch or "
+                              "freeze-unfreeze")
 
 
 def check_monitor(task: Task, job: cfg.JobSpec) -> None:
@@ -379,10 +412,12 @@ def prepare(run: Run, resume: bool = False) -> Prepared:
         torch.set_num_threads(job.train.num_threads)
     seed_everything(job.train.seed, deterministic=context.device.type == "cpu")
     strategy = strategy_class(run.plugins, job)
-    data = task.build_data(job, context)
+    own = method_class(run.plugins, job).build_data(run)
+    data = own if own is not None else task.build_data(job, context)
     run.data = data
-    warn_small_splits(data, job)
-    task.evaluator(job, data, context)  # what the metrics need to know of the data (a positive class) fails now
+    if own is None:  # a method's own data is a held-out loss that picks the epoch, not metrics to read
+        warn_small_splits(data, job)
+        task.evaluator(job, data, context)  # what the metrics need to know of the data (a positive class) fails now
     if job.adapt.target_test:  # read before training, so that a bad target test fails now, not after it
         run.target_test = labelled_data(task, job, context, job.adapt.target_test, data.class_names,
                                         where="adapt.target_test")
@@ -548,6 +583,7 @@ def start(run: Run, prepared: Prepared, strategy: Strategy, choice: dict[str, An
     job, data, model, budget = run.job, prepared.data, prepared.model, prepared.budget
     assert budget is not None  # fit sized it
     method = build_method(run, model)
+    run.method = method
     groups = prepared.groups + method.parameter_groups()
     check_groups(model, groups)
     run.metrics = {
@@ -701,8 +737,8 @@ def train_and_validate(loop: Loop, phase: Phase, epoch: int, description: str) -
     measured = loop.method.epoch_summary()
     if measured:
         stats[loop.method.section] = measured
-    val = flatten_tasks(evaluate(stepped, run.task.evaluator(job, data, run.context), val_batches, run.precision,
-                                 run.context.device, job.train.channels_last))
+    val = flatten_tasks(evaluate(stepped, run.evaluator(data), val_batches, run.precision, run.context.device,
+                                 job.train.channels_last))
     if job.train.monitor not in val:
         raise ConfigError(f"train.monitor {job.train.monitor!r} is not a validation metric",
                           fix=f"choose one of: {', '.join(k for k, v in val.items() if _scalar(v))}")
@@ -767,13 +803,17 @@ def finish(run: Run, model: nn.Module, data: DataBundle) -> dict[str, Any]:
     """Evaluate the best weights on the test split (the validation split when there is none)."""
     best = run.checkpoints / "best.pt"
     if best.exists():
-        model.load_state_dict(checkpoint.load(best)["model"])
+        saved = checkpoint.load(best)
+        model.load_state_dict(saved["model"])
+        if run.method is not None and "method" in saved:
+            run.method.load_state_dict(saved["method"])
     else:  # e.g. an AUROC on validation splits that never hold both classes
         log.warning("train.monitor %r was undefined on every validation epoch, so no best weights were chosen: "
                     "evaluating the last weights; monitor a metric the validation split defines (e.g. loss)",
                     run.job.train.monitor)
-    split, metrics, boot = evaluate_final(run.task, run.job, data, model, run.context, run.precision)
-    if split == "val":
+    split, metrics, boot = evaluate_final(run.task, run.job, data, model, run.context, run.precision,
+                                          run.evaluator(data))
+    if split == "val" and not (run.method is not None and run.method.self_supervised):
         log.warning("there is no test split: the final metrics are on the validation split, which also picked "
                     "the best epoch, so they flatter the model")
     if boot is not None:
@@ -813,13 +853,15 @@ def _as_lists(class_names: Any) -> Any:
 
 
 def evaluate_final(task: Task, job: cfg.JobSpec, data: DataBundle, model: nn.Module, context: Context,
-                   precision: Precision) -> tuple[str, dict[str, Any], Bootstrap | None]:
+                   precision: Precision, evaluator: Evaluator | None = None) -> tuple[str, dict[str, Any],
+                                                                                      Bootstrap | None]:
     """The metrics of the test split (the validation split when there is none) with their bootstrap
-    intervals: which split, the metrics, and the resamples behind the intervals."""
+    intervals: which split, the metrics, and the resamples behind the intervals. ``evaluator``: the task's
+    when not given."""
     split, dataset = data.evaluation_split()
     loader = DataLoader(dataset, batch_size=job.train.batch_size, shuffle=False, collate_fn=data.collate_fn,
                         num_workers=job.train.num_workers)
-    evaluator = task.evaluator(job, data, context)
+    evaluator = evaluator or task.evaluator(job, data, context)
     metrics = evaluate(model, evaluator, loader, precision, context.device, job.train.channels_last)
     metrics, boot = add_intervals(metrics, evaluator, data.groups.get(split), len(cast(Sized, dataset)),
                                   data.group_unit, job.evaluation)
@@ -827,8 +869,12 @@ def evaluate_final(task: Task, job: cfg.JobSpec, data: DataBundle, model: nn.Mod
 
 
 def _model_state(run: Run, model: nn.Module, epoch: int, value: Any) -> dict[str, Any]:
-    return {"model": model.state_dict(), "epoch": epoch, "monitor": run.job.train.monitor,
-            "value": value, "class_names": run.built_data.class_names, "num_outputs": run.built_data.num_outputs}
+    state = {"model": model.state_dict(), "epoch": epoch, "monitor": run.job.train.monitor,
+             "value": value, "class_names": run.built_data.class_names, "num_outputs": run.built_data.num_outputs}
+    if run.method is not None and run.method.self_supervised:
+        # The pretext loss of the best epoch needs that epoch's projection head too.
+        state.update({HANDS_ON: backbone_prefix(model), "method": run.method.state_dict()})
+    return state
 
 
 def _scalar(v: Any) -> bool:
@@ -844,6 +890,11 @@ def load_run(plugins: Plugins, run_dir: Path, overrides: dict[str, Any] | None =
         raise ConfigError(f"{run_dir} is not a tlapp run directory (no config.yaml)",
                           fix="pass the --output folder of an earlier `tlapp run`")
     saved = cfg.read_yaml(path)
+    pretrained = (saved.get("pretrain") or {}).get("method", "none")
+    if pretrained != "none":
+        raise ConfigError(f"{run_dir} is a self-supervised pretraining run ({pretrained}): it trained a backbone, "
+                          "not a model to evaluate or predict with", where=str(run_dir),
+                          fix=f"fine-tune from it: tlapp run --plugin {saved.get('plugin')} --init run:{run_dir}")
     task, job = resolve_job(plugins, plugin=saved.get("plugin"), config_file=None, overrides=overrides or {},
                             base=saved)
     context = make_context(plugins, job, run_dir)

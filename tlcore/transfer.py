@@ -21,6 +21,10 @@ from .registry import Backbone
 
 log = logging.getLogger("tlapp")
 
+# A checkpoint key: the prefix of the state-dict entries the run hands on to ``--init run:DIR`` (a self-supervised
+# pretraining run's backbone, ``backbone.``); absent, everything is handed on.
+HANDS_ON = "hands_on"
+
 
 @dataclass
 class InitReport:
@@ -130,7 +134,11 @@ def _from_run(model: nn.Module, value: str) -> InitReport:
     if not checkpoint.is_checkpoint(loaded):
         raise ConfigError(f"{path} is not a tlapp checkpoint (no model state in it)", where=where,
                           fix="point run: at the output folder of an earlier `tlapp run`, or use file:PATH")
-    return copy_matching(model, _state_dict(loaded["model"], path, where), f"run:{value}")
+    state = _state_dict(loaded["model"], path, where)
+    prefix = loaded.get(HANDS_ON)
+    if isinstance(prefix, str):
+        state = {k: v for k, v in state.items() if k.startswith(prefix)}
+    return copy_matching(model, state, f"run:{value}")
 
 
 def _from_file(model: nn.Module, backbone_module: nn.Module, value: str) -> InitReport:
@@ -184,6 +192,11 @@ def _nothing_copied(report: InitReport, init: str, backbone: Backbone | None, al
 def _copy_into_backbone(model: nn.Module, backbone_module: nn.Module, state: dict[str, torch.Tensor],
                         source: str) -> InitReport:
     return copy_matching(model, state, source, prefix=_prefix_of(model, backbone_module))
+
+
+def backbone_prefix(model: nn.Module) -> str:
+    """The state-dict prefix of a TransferModel's backbone (``backbone.``; empty when it is the whole model)."""
+    return _prefix_of(model, model.backbone)  # type: ignore[arg-type]
 
 
 def _matches(model: nn.Module, state: dict[str, Any], prefix: str) -> int:

@@ -77,4 +77,4 @@ def test_methods_are_listed_by_plugins(toy_plugin, tlapp):
     infos = {i["name"]: i for i in json.loads(out)}
     assert infos["toy"]["provides"]["methods"] == ["toy-align"]
     assert infos["tlcore"]["provides"]["methods"] == ["supervised", "distill", "dann", "coral", "pseudo-label",
-                                                      "fixmatch"]
+                                                      "fixmatch", "simclr"]
