@@ -68,7 +68,7 @@ def test_registry_lists_by_kind_and_pattern(toy_plugin):
     assert registry.list("backbones") == ["toy-mlp"]
     assert registry.list("heads", "*l*") == ["linear", "mlp"]
     assert "finetune" in registry.list("strategies")
-    assert registry.list("methods") == ["coral", "dann", "distill", "fixmatch", "pseudo-label", "supervised",
+    assert registry.list("methods") == ["coral", "dann", "distill", "fixmatch", "pseudo-label", "simclr", "supervised",
                                         "toy-align"]
     with pytest.raises(tlcore.TlappError, match="did you mean 'heads'"):
         registry.list("head")
