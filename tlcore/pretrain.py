@@ -217,7 +217,9 @@ class Simclr(Pretraining):
         first, second = inputs
         projected = [self.projection(pooled(self.backbone, view, self.name)) for view in (first, second)]
         loss, found = nt_xent(projected[0], projected[1], self.options.temperature)
-        return loss, len(projected[0]), {"contrastive_accuracy": float(found.mean())}
+        # One sample has no negatives: its loss says nothing, so it counts for nothing (a last held-out batch).
+        n = len(projected[0]) if len(projected[0]) > 1 else 0
+        return loss, n, {"contrastive_accuracy": float(found.mean())}
 
 
 PRETRAINING_METHODS = [Simclr]

@@ -120,11 +120,11 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     ``pretraining``: the job is ``tlapp pretrain``'s, whose method must be self-supervised; any other job's must
     not be.
     """
-    # tlapp pretrain's defaults come before everything the user gave; a resumed run's job already holds them.
-    user: dict[str, Any] = cfg.merge(PRETRAIN_DEFAULTS if pretraining and base is None else {}, base or {})
-    user = cfg.merge(user, cfg.read_yaml(config_file) if config_file else {})
+    user: dict[str, Any] = cfg.merge(base or {}, cfg.read_yaml(config_file) if config_file else {})
     user = cfg.merge(user, overrides)
     user = cfg.merge(user, cfg.parse_set(list(sets)))
+    if pretraining and base is None:  # a resumed run's job already holds tlapp pretrain's defaults
+        user = cfg.merge(pretrain_defaults(user), user)
     given = user.get("train")
     if isinstance(given, dict) and "batch_size" in given and "min_batches" not in given:
         # A batch size the user chose is the batch size; train.min_batches only lowers the recipe's.
@@ -150,8 +150,8 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     job = cfg.validate(spec_cls, raw, source=config_file or "job spec")
     strategy = strategy_class(plugins, job)  # unknown strategies, methods and options fail here, before any data
     strategy.check(plugins.registry)
+    check_pretraining(plugins, job, pretraining)
     method = method_class(plugins, job)
-    check_pretraining(plugins, job, method, pretraining)
     method.check(job, task)
     if architecture is not None and not strategy.forces_init:
         check_backbone_kept(job, architecture)
@@ -160,19 +160,31 @@ def resolve_job(plugins: Plugins, *, plugin: str | None, config_file: str | None
     return task, job
 
 
-def check_pretraining(plugins: Plugins, job: cfg.JobSpec, method: Method, pretraining: bool) -> None:
-    """``tlapp pretrain`` trains self-supervised methods and every other command the rest."""
-    if pretraining and not method.self_supervised:
-        known = ", ".join(sorted(n for n, cls in plugins.registry.methods.items() if cls.self_supervised))
-        what = (f"{method.name!r} is not a self-supervised pretraining method" if job.pretrain.method != "none"
+def pretrain_defaults(user: dict[str, Any]) -> dict[str, Any]:
+    """What ``tlapp pretrain`` sets before the user's settings: ``PRETRAIN_DEFAULTS``, without its strategy options
+    when the user chose another strategy (they are finetune's)."""
+    chosen = (user.get("strategy") or {}).get("name", "finetune")
+    return {k: v for k, v in PRETRAIN_DEFAULTS.items() if k != "strategy" or chosen == "finetune"}
+
+
+def check_pretraining(plugins: Plugins, job: cfg.JobSpec, pretraining: bool) -> None:
+    """``tlapp pretrain`` trains self-supervised methods and every other command the rest; checked before the
+    method's own options, so that each command names its own way out."""
+    _, name, _ = chosen_method(job)
+    cls = plugins.registry.methods.get(name)
+    if cls is None:
+        return  # method_class says what is installed and what was probably meant
+    if pretraining and not cls.self_supervised:
+        known = ", ".join(sorted(n for n, c in plugins.registry.methods.items() if c.self_supervised))
+        what = (f"{name!r} is not a self-supervised pretraining method" if job.pretrain.method != "none"
                 else "pretraining needs a self-supervised method")
         raise ConfigError(what, where="pretrain.method", fix=f"pass --method NAME, one of: {known or '(none)'}")
-    if method.self_supervised and not pretraining:
-        raise ConfigError(f"pretrain.method {method.name} is self-supervised pretraining, which `tlapp pretrain` "
-                          f"trains, not this command", where="pretrain.method",
-                          fix=f"run `tlapp pretrain --plugin {job.plugin} --method {method.name} --data PATH`, then "
+    if cls.self_supervised and not pretraining:
+        raise ConfigError(f"{name} is self-supervised pretraining, which `tlapp pretrain` trains, not this command",
+                          where="pretrain.method",
+                          fix=f"run `tlapp pretrain --plugin {job.plugin} --method {name} --data PATH`, then "
                               "fine-tune from it with --init run:DIR")
-    if method.self_supervised and job.strategy.name == "auto":
+    if cls.self_supervised and job.strategy.name == "auto":
         raise ConfigError("strategy auto races strategies on labelled validation metrics, which pretraining has "
                           "none of", where="strategy.name",
                           fix="pretrain with strategy finetune (the default of `tlapp pretrain`), scratch or "
@@ -459,9 +471,12 @@ def train_loader(data: DataBundle, job: cfg.JobSpec, generator: torch.Generator,
     if data.batch_sampler is not None:
         return DataLoader(data.train, batch_sampler=data.batch_sampler(data.train, size, generator),
                           collate_fn=data.collate_fn, num_workers=job.train.num_workers, generator=generator)
+    samples = len(cast(Sized, data.train))
+    # A last batch of one sample is dropped: batch norm cannot train on it, and a contrastive loss has no negatives.
     return DataLoader(data.train, batch_size=size, collate_fn=data.collate_fn,
                       sampler=RandomSampler(cast(Sized, data.train), generator=generator),
-                      num_workers=job.train.num_workers, generator=generator)
+                      num_workers=job.train.num_workers, generator=generator,
+                      drop_last=samples > size and samples % size == 1)
 
 
 def training_budget(job: cfg.JobSpec, data: DataBundle, generator: torch.Generator,
@@ -535,7 +550,7 @@ def fit(run: Run, resumed: dict[str, Any] | None = None) -> None:
     validate, checkpoint and report; finally evaluate the best weights on the test split."""
     started = time.perf_counter()
     log.info("run %s: plugin %s, task %s, strategy %s, method %s, device %s, precision %s", run.directory,
-             run.job.plugin, run.task.name, run.job.strategy.name, run.job.method.name, run.context.device,
+             run.job.plugin, run.task.name, run.job.strategy.name, chosen_method(run.job)[1], run.context.device,
              run.precision.name)
     if resumed is not None:
         record_resumed_job(run)

@@ -134,11 +134,7 @@ def _from_run(model: nn.Module, value: str) -> InitReport:
     if not checkpoint.is_checkpoint(loaded):
         raise ConfigError(f"{path} is not a tlapp checkpoint (no model state in it)", where=where,
                           fix="point run: at the output folder of an earlier `tlapp run`, or use file:PATH")
-    state = _state_dict(loaded["model"], path, where)
-    prefix = loaded.get(HANDS_ON)
-    if isinstance(prefix, str):
-        state = {k: v for k, v in state.items() if k.startswith(prefix)}
-    return copy_matching(model, state, f"run:{value}")
+    return copy_matching(model, _handed_on(loaded, path, where), f"run:{value}")
 
 
 def _from_file(model: nn.Module, backbone_module: nn.Module, value: str) -> InitReport:
@@ -152,7 +148,7 @@ def _from_file(model: nn.Module, backbone_module: nn.Module, value: str) -> Init
         raise ConfigError(f"{path} is a directory, not a weights file", where=where, fix=fix)
     loaded = checkpoint.load(path, where=where)
     if checkpoint.is_checkpoint(loaded):
-        return copy_matching(model, _state_dict(loaded["model"], path, where), f"file:{value}")
+        return copy_matching(model, _handed_on(loaded, path, where), f"file:{value}")
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     state = _state_dict(loaded, path, where)
@@ -160,6 +156,13 @@ def _from_file(model: nn.Module, backbone_module: nn.Module, value: str) -> Init
     backbone_prefix = _prefix_of(model, backbone_module)
     prefix = max(["", backbone_prefix], key=lambda p: _matches(model, state, p))
     return copy_matching(model, state, f"file:{value}", prefix=prefix)
+
+
+def _handed_on(loaded: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
+    """The model tensors a tlapp checkpoint hands on: those under its ``HANDS_ON`` prefix, else all of them."""
+    state = _state_dict(loaded["model"], path, where)
+    prefix = loaded.get(HANDS_ON)
+    return {k: v for k, v in state.items() if k.startswith(prefix)} if isinstance(prefix, str) else state
 
 
 def _state_dict(obj: Any, path: Path, where: str) -> dict[str, Any]:
