@@ -457,8 +457,8 @@ def _warnings_to_log(debug: bool) -> Iterator[None]:
 
 def _interrupted(exc: KeyboardInterrupt, command: str | None) -> NoReturn:
     what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
-    # Only `run` can be continued; the hint comes with the interruption from the run it stopped.
-    hints = getattr(exc, "__notes__", []) if command == "run" else []
+    # Only `run` and `pretrain` can be continued; the hint comes with the interruption from the run it stopped.
+    hints = getattr(exc, "__notes__", []) if command in ("run", "pretrain") else []
     click.echo("; ".join([what, *hints]), err=True)
     sys.exit(exc.exit_code if isinstance(exc, Terminated) else 130)
 

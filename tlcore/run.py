@@ -302,10 +302,11 @@ def _remove_partial_writes(run_dir: Path) -> None:
             log.info("removed %s, left by a write that was killed", path)
 
 
-def continue_hint(run_dir: Path) -> str:
-    """How to carry on with an interrupted run (attached to the interruption, which the CLI prints)."""
+def continue_hint(run_dir: Path, command: str = "run") -> str:
+    """How to carry on with an interrupted run of ``command`` (``run``, ``pretrain``), attached to the
+    interruption, which the CLI prints."""
     if (run_dir / "checkpoints" / "last.pt").exists():
-        return f"continue with --resume: tlapp run --output {shlex.quote(str(run_dir))} --resume"
+        return f"continue with --resume: tlapp {command} --output {shlex.quote(str(run_dir))} --resume"
     return f"{run_dir} stopped before its first checkpoint; the same command starts it again"
 
 
@@ -390,7 +391,7 @@ def _record_end(run_dir: Path, job: cfg.JobSpec, task: Task, run: Run | None, ex
     # A second interruption while this is written leaves the previous metrics.json whole (atomic write).
     checkpoint.atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if interrupted:
-        exc.add_note(continue_hint(run_dir))
+        exc.add_note(continue_hint(run_dir, "pretrain" if job.pretrain.method != "none" else "run"))
 
 
 def _earlier_metrics(path: Path) -> dict[str, Any]:

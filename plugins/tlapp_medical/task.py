@@ -384,8 +384,8 @@ class DicomClassification(ClassificationTask):
                               where=str(path), fix="ask for views=1 (domain adaptation) or views=2 (FixMatch)")
         if not path.exists():
             raise DataError(f"unlabelled data not found: {path}", where=str(path),
-                            fix="check the path given to --target-data / --unlabelled-data: a folder of DICOM "
-                                "files (class sub-folders optional)")
+                            fix="check the path given to --target-data / --unlabelled-data / pretrain --data: a folder "
+                                "of DICOM files (class sub-folders optional)")
         known = [] if isinstance(class_names, dict) or job.model.multilabel else list(class_names)
 
         def hidden(file: Path) -> tuple[str, ...]:  # the class folder the file is in, if the run knows it
@@ -401,7 +401,7 @@ class DicomClassification(ClassificationTask):
             what = f"none of the {len(bad)} files" if bad else "no files"
             raise DataError(f"{what} under {path} can be read as DICOM images", where=str(path),
                             fix="put the unlabelled DICOM files in this folder (flat or in sub-folders), or point "
-                                "--target-data / --unlabelled-data at the folder that holds them")
+                                "--target-data / --unlabelled-data / pretrain --data at the folder that holds them")
         items = [FrameItem(s.path, f, known.index(s.labels[0]) if s.labels else MISSING)
                  for s in samples for f in range(frame_counts[s.path])]
         backbone = context.registry.backbones.get_or_fail(job.model.backbone, where="model.backbone")

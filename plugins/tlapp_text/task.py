@@ -379,7 +379,8 @@ class TextClassification(ClassificationTask):
         label is its class index when the file has ``data.label_column`` and the row's label is one of the run's
         classes (single-label, one task); otherwise ``MISSING``. ``views`` 2 adds a strong view (``UnlabelledTexts``).
         """
-        flag = "--unlabelled-data" if job.semi.method != "none" else "--target-data"
+        flag = ("--unlabelled-data" if job.semi.method != "none" else
+                "--data" if job.pretrain.method != "none" else "--target-data")
         if views not in (1, 2):
             raise ConfigError(f"the text task serves one or two views of an unlabelled text, not {views}",
                               where=str(path), fix="use a method that asks for one (weak) or two (weak, strong)")
