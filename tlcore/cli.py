@@ -140,6 +140,19 @@ def job_options(command):
     ]))
 
 
+def _resumed_job(resume: bool, overwrite: bool, output: str | None) -> dict[str, Any] | None:
+    """The job of the run ``--resume`` continues (None without it), after checking the flags that go with it."""
+    from .resume import resume_base
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    if not resume:
+        return None
+    if not output:
+        raise click.UsageError("--resume needs --output DIR, the run to continue")
+    return resume_base(Path(output))
+
+
 @cli.command()
 @job_options
 @click.option("--strategy", help="Transfer strategy, e.g. finetune, linear-probe, freeze-unfreeze, gradual, scratch, "
@@ -149,17 +162,10 @@ def job_options(command):
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 def run(plugin, config_file, resume, overwrite, sets, **flags) -> None:
     """Train: run a plugin's task on your data (or its sample data) and write a run directory."""
-    from .resume import resume_base
     from .run import execute, resolve_job
 
-    if resume and overwrite:
-        raise click.UsageError("--resume and --overwrite exclude each other")
+    base = _resumed_job(resume, overwrite, flags.get("output"))
     loaded = load_plugins()
-    base = None
-    if resume:
-        if not flags.get("output"):
-            raise click.UsageError("--resume needs --output DIR, the run to continue")
-        base = resume_base(Path(flags["output"]))
     task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=_overrides(**flags),
                             sets=sets, base=base)
     result = execute(loaded, task, job, resume=resume, overwrite=overwrite)
@@ -180,17 +186,10 @@ def pretrain(plugin, config_file, resume, overwrite, sets, pretrain_data, method
     """Self-supervised pretraining of a task's backbone on unlabelled data; fine-tune from it with
     `tlapp run --init run:DIR`."""
     from . import config as cfg
-    from .resume import resume_base
     from .run import execute, resolve_job
 
-    if resume and overwrite:
-        raise click.UsageError("--resume and --overwrite exclude each other")
+    base = _resumed_job(resume, overwrite, flags.get("output"))
     loaded = load_plugins()
-    base = None
-    if resume:
-        if not flags.get("output"):
-            raise click.UsageError("--resume needs --output DIR, the run to continue")
-        base = resume_base(Path(flags["output"]))
     overrides = cfg.merge(_overrides(**flags), {"pretrain": {k: v for k, v in (("method", method),
                                                                                ("data", pretrain_data)) if v}})
     task, job = resolve_job(loaded, plugin=plugin, config_file=config_file, overrides=overrides, sets=sets,
