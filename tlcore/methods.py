@@ -94,6 +94,7 @@ class Method:
     def __init__(self, options: MethodOptions):
         self.options = options
         self.steps_done = 0  # optimizer steps so far in the run, kept across --resume (for ramps)
+        self._sums: dict[str, list[float]] = {}  # name -> [sum, count] over the epoch, for ``measure``
 
     @classmethod
     def from_spec(cls, raw_options: dict[str, Any]) -> Method:
@@ -150,11 +151,20 @@ class Method:
         """Called after each optimizer step."""
         self.steps_done += 1
 
+    def measure(self, name: str, value: float, count: float = 1) -> None:
+        """Add to the epoch's mean of ``name`` (``value`` is a mean over ``count`` samples)."""
+        total = self._sums.setdefault(name, [0.0, 0.0])
+        total[0] += value * count
+        total[1] += count
+
     def epoch_summary(self) -> dict[str, Any]:
         """What the method measured over the epoch that just trained (a domain classifier's accuracy, the share
         of confident pseudo-labels), recorded in the epoch's history entry under the method's section; called
-        once per epoch, after training and before validation. Empty by default."""
-        return {}
+        once per epoch, after training and before validation. By default the epoch's means of what ``measure``
+        was given (None for a name measured over no sample); empty when nothing was."""
+        out: dict[str, Any] = {name: (s / n if n else None) for name, (s, n) in self._sums.items()}
+        self._sums = {}
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """What ``--resume`` needs: the trainable extra modules' weights and the step count."""

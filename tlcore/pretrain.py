@@ -72,7 +72,6 @@ class Pretraining(Method):
     def __init__(self, options: PretrainOptions):
         super().__init__(options)
         self.options: PretrainOptions = options
-        self._sums: dict[str, list[float]] = {}
 
     def check(self, job: cfg.JobSpec, task: Task) -> None:
         if type(task).unlabelled_data is Task.unlabelled_data:
@@ -114,15 +113,8 @@ class Pretraining(Method):
         inputs, _hidden = batch
         loss, n, measures = self.pretext(model, inputs)
         for name, value in measures.items():
-            total = self._sums.setdefault(name, [0.0, 0.0])
-            total[0] += value * n
-            total[1] += n
+            self.measure(name, value, n)
         return loss, n
-
-    def epoch_summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: s / n for name, (s, n) in self._sums.items() if n}
-        self._sums = {}
-        return out
 
     def report(self, run: Run, model: nn.Module, data: Any) -> dict[str, Any]:
         return {"pretraining": {"method": self.name, "options": self.options.model_dump(),

@@ -39,7 +39,6 @@ class FromUnlabelled(Method):
         self.batch_size = 1
         self.total_steps = 1  # optimizer steps in the whole run, for ramps
         self.seed = 0
-        self._sums: dict[str, list[float]] = {}  # name -> [sum, count] over the epoch
 
     def data_path(self, job: cfg.JobSpec) -> str | None:
         return getattr(getattr(job, self.section), self.data_key)
@@ -87,17 +86,6 @@ class FromUnlabelled(Method):
         size = min(self.batch_size, len(cast(Sized, dataset)))
         return {"unlabelled": seeded_loader(dataset, size, self.seed, epoch, collate_fn=self.data.collate_fn,
                                             drop_last=True)}
-
-    def measure(self, name: str, value: float, count: float = 1) -> None:
-        """Add to the epoch's mean of ``name`` (``value`` is a mean over ``count`` samples)."""
-        total = self._sums.setdefault(name, [0.0, 0.0])
-        total[0] += value * count
-        total[1] += count
-
-    def epoch_summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: (s / n if n else None) for name, (s, n) in self._sums.items()}
-        self._sums = {}
-        return out
 
     def report(self, run: Run, model: nn.Module, data: Any) -> dict[str, Any]:
         assert self.data is not None
